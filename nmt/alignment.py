@@ -1,0 +1,121 @@
+"""Word alignments from attention weights, written in Pharaoh format ("0-0 1-2").
+
+The model attends over SentencePiece pieces; alignments are between words. A piece
+starts a new word exactly where SentencePiece says so: when it begins with "▁"
+(U+2581). A first piece without "▁" starts word 0, and any later piece without "▁"
+(including punctuation such as ".") belongs to the word before it.
+
+Special tokens ("<s>", "</s>", "<pad>") are only aligned if the caller passes them;
+when passed, each one is a word of its own (it never joins the word before it, and
+the piece after it starts a new word).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from nmt.errors import NmtError
+
+logger = logging.getLogger(__name__)
+
+WORD_START = "\u2581"
+SPECIAL_PIECES = frozenset({"<s>", "</s>", "<pad>"})
+
+
+def word_spans(pieces: Sequence[str]) -> list[int]:
+    """Word index of every piece.
+
+    Example: `["▁Ein", "▁Mann", "▁fähr", "t", "."]` gives `[0, 1, 2, 2, 2]`.
+
+    Args:
+        pieces: SentencePiece pieces of one sentence, `[pieces]`.
+
+    Returns:
+        `[pieces]` 0-based word indexes, non-decreasing, starting at 0.
+    """
+    words: list[int] = []
+    word = -1
+    previous_special = False
+    for position, piece in enumerate(pieces):
+        special = piece in SPECIAL_PIECES
+        if position == 0 or piece.startswith(WORD_START) or special or previous_special:
+            word += 1
+        words.append(word)
+        previous_special = special
+    return words
+
+
+def merge_subword_weights(
+    weights: np.ndarray, source_pieces: Sequence[str], target_pieces: Sequence[str]
+) -> np.ndarray:
+    """Turn piece-level attention into word-level attention.
+
+    Source pieces of a word are summed: the result is the attention mass the word
+    received, and each row still sums to what it summed to before (1 for softmax or
+    hard attention). Target pieces of a word are averaged: each piece's distribution
+    is one vote on where the word comes from, and the mean is still a distribution.
+
+    Args:
+        weights: `[len(target_pieces), len(source_pieces)]` attention weights.
+        source_pieces: source SentencePiece pieces.
+        target_pieces: target SentencePiece pieces.
+
+    Returns:
+        `[target words, source words]` float64 weights.
+
+    Raises:
+        NmtError: `weights` does not have shape `[len(target_pieces), len(source_pieces)]`.
+    """
+    matrix = np.asarray(weights, dtype=np.float64)
+    expected = (len(target_pieces), len(source_pieces))
+    if matrix.shape != expected:
+        raise NmtError(
+            "Attention weights must have shape [target pieces, source pieces] = "
+            f"{list(expected)}, got {list(matrix.shape)}"
+        )
+    source_words = _membership(word_spans(source_pieces))  # [source pieces, source words]
+    target_words = _membership(word_spans(target_pieces))  # [target pieces, target words]
+    pieces_per_target_word = target_words.sum(axis=0)  # [target words], each >= 1
+    summed = matrix @ source_words  # [target pieces, source words]
+    return (target_words.T @ summed) / pieces_per_target_word[:, np.newaxis]
+
+
+def align(
+    weights: np.ndarray, source_pieces: Sequence[str], target_pieces: Sequence[str]
+) -> list[tuple[int, int]]:
+    """Align every target word to the source word it attends to most.
+
+    Ties go to the earlier source word. An empty source or target gives no pairs.
+
+    Args:
+        weights: `[len(target_pieces), len(source_pieces)]` attention weights.
+        source_pieces: source SentencePiece pieces.
+        target_pieces: target SentencePiece pieces.
+
+    Returns:
+        Sorted 0-based `(source_word, target_word)` pairs, one per target word.
+    """
+    merged = merge_subword_weights(weights, source_pieces, target_pieces)
+    if merged.size == 0:
+        return []
+    best_source = np.argmax(merged, axis=1)  # [target words]
+    return sorted((int(source), target) for target, source in enumerate(best_source))
+
+
+def to_pharaoh(pairs: Sequence[tuple[int, int]]) -> str:
+    """Format `(source, target)` pairs as Pharaoh text, e.g. `"0-0 1-1 2-3"`.
+
+    Returns the empty string for no pairs.
+    """
+    return " ".join(f"{source}-{target}" for source, target in pairs)
+
+
+def _membership(words: list[int]) -> np.ndarray:
+    """One-hot `[pieces, words]` matrix: entry (p, w) is 1 if piece p is in word w."""
+    count = words[-1] + 1 if words else 0
+    membership = np.zeros((len(words), count))
+    membership[np.arange(len(words)), words] = 1.0
+    return membership

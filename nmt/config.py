@@ -1,0 +1,239 @@
+"""One configuration object for a run: model, data and training settings, saved as JSON.
+
+A run directory holds `config.json`; `Config.load` on it is enough to rebuild the model
+(together with the tokenizer models saved beside it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nmt.errors import ConfigError
+
+ATTENTION_MODES = ("soft", "hard")
+LR_SCHEDULES = ("constant", "inverse_sqrt", "cosine")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the encoder-decoder; vocabulary sizes come from the tokenizers."""
+
+    src_vocab_size: int = 8000
+    tgt_vocab_size: int = 8000
+    embedding_dim: int = 256
+    encoder_units: int = 256  # per direction: encoder states have 2 * encoder_units features
+    encoder_layers: int = 1
+    decoder_units: int = 512
+    decoder_layers: int = 1
+    score: str = "general"
+    attention_mode: str = "soft"
+    attention_units: int = 256  # hidden size of the additive (MLP) score
+    hard_temperature: float = 1.0  # Gumbel-softmax temperature of hard attention in training
+    input_feeding: bool = False
+    tie_embeddings: bool = False
+    dropout: float = 0.2
+
+    def validate(self) -> None:
+        """Raise ConfigError for values the model cannot be built from."""
+        from nmt.attention import SCORES  # local import: attention imports keras
+
+        for name in ("src_vocab_size", "tgt_vocab_size", "embedding_dim", "encoder_units",
+                     "encoder_layers", "decoder_units", "decoder_layers", "attention_units"):
+            _require(getattr(self, name) >= 1, f"model.{name}", ">= 1", getattr(self, name))
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", "a value in [0, 1)", self.dropout)
+        _require(self.hard_temperature > 0, "model.hard_temperature", "> 0", self.hard_temperature)
+        _require(self.score in SCORES, "model.score", f"one of {sorted(SCORES)}", self.score)
+        _require(self.attention_mode in ATTENTION_MODES, "model.attention_mode",
+                 f"one of {list(ATTENTION_MODES)}", self.attention_mode)
+        key_dim = 2 * self.encoder_units
+        if SCORES[self.score].needs_equal_dims and key_dim != self.decoder_units:
+            raise ConfigError(
+                f"model.score={self.score!r} compares decoder and encoder states directly, so "
+                f"decoder_units must equal 2 * encoder_units; received decoder_units="
+                f"{self.decoder_units}, encoder_units={self.encoder_units}. Use score 'general' "
+                "or 'additive' for different sizes.")
+
+
+@dataclass
+class DataConfig:
+    """Where the parallel corpus comes from and how it is cut into subwords."""
+
+    corpus: str = "multi30k"
+    src: str = "de"
+    tgt: str = "en"
+    data_dir: str | None = None  # local folder with the corpus files (no download)
+    cache_dir: str = "data"  # download cache
+    train_src: str | None = None  # plain-text corpus instead of a built-in one
+    train_tgt: str | None = None
+    valid_src: str | None = None
+    valid_tgt: str | None = None
+    src_vocab_size: int = 8000  # requested sentencepiece vocabulary sizes
+    tgt_vocab_size: int = 8000
+    max_length: int = 64  # subword tokens per side; longer training pairs are dropped
+    train_limit: int | None = None  # use only the first N training pairs (tests, quick runs)
+    valid_limit: int | None = None
+
+    def validate(self) -> None:
+        """Raise ConfigError for inconsistent data options."""
+        _require(self.max_length >= 2, "data.max_length", ">= 2", self.max_length)
+        for name in ("src_vocab_size", "tgt_vocab_size"):
+            _require(getattr(self, name) >= 16, f"data.{name}", ">= 16", getattr(self, name))
+        pairs = [(self.train_src, self.train_tgt), (self.valid_src, self.valid_tgt)]
+        for a, b in pairs:
+            if (a is None) != (b is None):
+                raise ConfigError("data: give both --train-src and --train-tgt (and both "
+                                  "--valid-src and --valid-tgt), or neither")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of a training run."""
+
+    epochs: int = 20
+    time_budget: float | None = None  # minutes of wall time; training stops after the epoch
+    batch_tokens: int = 4096  # target tokens per batch (padding included)
+    learning_rate: float = 2e-3
+    lr_schedule: str = "inverse_sqrt"
+    warmup_steps: int = 400
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    seed: int = 1234
+    patience: int = 4  # epochs without a better validation BLEU before stopping
+    jit_compile: bool = True
+    bucket_boundaries: list[int] = field(default_factory=lambda: [12, 16, 20, 26, 34, 48, 64])
+    valid_beam: int = 1  # decoding used for validation BLEU (1 = greedy)
+
+    def validate(self) -> None:
+        """Raise ConfigError for values training cannot run with."""
+        _require(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
+        _require(self.time_budget is None or self.time_budget > 0, "train.time_budget",
+                 "> 0 minutes", self.time_budget)
+        _require(self.batch_tokens >= 16, "train.batch_tokens", ">= 16", self.batch_tokens)
+        _require(self.learning_rate > 0, "train.learning_rate", "> 0", self.learning_rate)
+        _require(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule",
+                 f"one of {list(LR_SCHEDULES)}", self.lr_schedule)
+        _require(self.warmup_steps >= 0, "train.warmup_steps", ">= 0", self.warmup_steps)
+        _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "a value in [0, 1)",
+                 self.label_smoothing)
+        _require(self.clip_norm > 0, "train.clip_norm", "> 0", self.clip_norm)
+        _require(self.patience >= 1, "train.patience", ">= 1", self.patience)
+        _require(self.valid_beam >= 1, "train.valid_beam", ">= 1", self.valid_beam)
+        bounds = self.bucket_boundaries
+        _require(bool(bounds) and all(b >= 2 for b in bounds) and bounds == sorted(set(bounds)),
+                 "train.bucket_boundaries", "increasing lengths >= 2", bounds)
+
+
+@dataclass
+class Config:
+    """Everything needed to rebuild and rerun a model: the tree of the three sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> Config:
+        """Check every section; return self so calls chain."""
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Build from a (possibly partial) nested dict; unknown fields raise ConfigError."""
+        return _from_dict(cls, data, "").validate()
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON atomically (temporary file, then rename)."""
+        return atomic_write_text(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        """Read a config JSON file; bad JSON or fields raise ConfigError naming the file."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as error:
+            raise ConfigError(f"config file not found: {path}") from error
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {path} is not valid JSON: {error}") from error
+        try:
+            return cls.from_dict(data)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from error
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write text to a temporary file next to `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _require(ok: bool, name: str, expected: str, received: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: expected {expected}, received {received!r}")
+
+
+def _from_dict(cls: type, data: Any, prefix: str) -> Any:
+    """Recursively build dataclass `cls` from `data`, type-checking every field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected an object, received {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config field {prefix}{unknown[0]!r}; valid fields here: "
+                          f"{sorted(fields)}")
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _from_dict(hint, value, f"{prefix}{name}.")
+        else:
+            values[name] = _check_type(value, hint, f"{prefix}{name}")
+    return cls(**values)
+
+
+def _check_type(value: Any, hint: Any, name: str) -> Any:
+    """Accept `value` if it fits the type hint (ints are accepted for floats)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return value
+        origin = typing.get_origin(option)
+        if origin is list and isinstance(value, list):
+            (item_type,) = typing.get_args(option)
+            return [_check_type(item, item_type, name) for item in value]
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option in (str, bool) and type(value) is option:
+            return value
+    raise ConfigError(f"{name}: expected {_type_name(hint)}, received {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")

@@ -1,0 +1,243 @@
+"""The recurrent encoder-decoder with selectable attention, and its single decoding step.
+
+Encoder: embedding + bidirectional GRU layers. Decoder: embedding + GRU layers + the
+`Attention` layer + Luong's attentional hidden state h~ = tanh(Wc [h; c]) + output layer.
+
+Without input feeding the decoder runs its GRUs over the whole target sequence at once and
+attends for all positions in one batched matmul; with input feeding (Luong et al. 2015,
+section 3.3) h~ of step t-1 is part of the input at step t, so training steps through time
+with the same `decode_step` that greedy and beam search use.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from nmt.attention import Attention
+from nmt.config import ModelConfig
+from nmt.losses import token_losses
+
+PAD_ID = 0  # must match nmt.tokenizer
+BOS_ID = 2
+EOS_ID = 3
+
+State = dict  # {"hidden": [batch, layers, units], "feed": [batch, feed_dim]}
+Memory = dict  # {"keys": prepared keys [batch, ts, ...], "values": [batch, ts, dv], "mask"}
+
+
+@keras.saving.register_keras_serializable(package="nmt")
+class Encoder(keras.layers.Layer):
+    """Source token ids [batch, ts] -> states [batch, ts, 2*units] and final [batch, 2*units]."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, units: int, num_layers: int = 1,
+                 dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.embedding_dim = vocab_size, embedding_dim
+        self.units, self.num_layers, self.dropout_rate = units, num_layers, dropout
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        self.rnns = [
+            keras.layers.Bidirectional(
+                keras.layers.GRU(units, return_sequences=True, return_state=True),
+                name=f"bigru_{index}")
+            for index in range(num_layers)
+        ]
+        self.dropout = keras.layers.Dropout(dropout)
+
+    def call(self, tokens, training=False):
+        mask = tf.not_equal(tokens, PAD_ID)  # [batch, ts]
+        states = self.dropout(self.embedding(tokens), training=training)
+        for rnn in self.rnns:
+            outputs, forward, backward = rnn(states, mask=mask, training=training)
+            states = self.dropout(outputs, training=training)  # [batch, ts, 2*units]
+        return states, tf.concat([forward, backward], axis=-1), mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocab_size=self.vocab_size, embedding_dim=self.embedding_dim,
+                      units=self.units, num_layers=self.num_layers, dropout=self.dropout_rate)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="nmt")
+class Seq2Seq(keras.Model):
+    """Encoder-decoder built from a `ModelConfig`.
+
+    `call((source, target_in))` returns logits [batch, tt, vocab] and attention weights
+    [batch, tt, ts]; `encode` + `decode_step` are the pieces decoding builds on.
+    """
+
+    def __init__(self, config: ModelConfig | dict, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = ModelConfig(**config)
+        config.validate()
+        self.config = config
+        c = config
+        self.encoder = Encoder(c.src_vocab_size, c.embedding_dim, c.encoder_units,
+                               c.encoder_layers, c.dropout, name="encoder")
+        self.target_embedding = keras.layers.Embedding(c.tgt_vocab_size, c.embedding_dim,
+                                                       name="target_embedding")
+        self.bridge = keras.layers.Dense(c.decoder_layers * c.decoder_units, activation="tanh",
+                                         name="bridge")
+        self.decoder_rnns = [
+            keras.layers.RNN(keras.layers.GRUCell(c.decoder_units, name=f"cell_{index}"),
+                             return_sequences=True, return_state=True, name=f"decoder_gru_{index}")
+            for index in range(c.decoder_layers)
+        ]
+        self.attention = Attention(score=c.score, mode=c.attention_mode, units=c.attention_units,
+                                   temperature=c.hard_temperature, name="attention")
+        self.feed_dim = c.embedding_dim if c.tie_embeddings else c.decoder_units
+        self.combine = keras.layers.Dense(self.feed_dim, activation="tanh", use_bias=False,
+                                          name="combine")
+        self.dropout = keras.layers.Dropout(c.dropout)
+        if not c.tie_embeddings:
+            self.output_layer = keras.layers.Dense(c.tgt_vocab_size, name="output")
+        self.label_smoothing = 0.0  # set by training; not part of the architecture
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.nll_tracker = keras.metrics.Mean(name="nll")
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+        self.token_counter = keras.metrics.Sum(name="tokens")
+
+    # ----------------------------------------------------------------- building blocks
+    def encode(self, source, training=False) -> tuple[Memory, State]:
+        """Source ids [batch, ts] -> attention memory and the decoder's initial state."""
+        c = self.config
+        states, final, mask = self.encoder(source, training=training)
+        hidden = self.bridge(final)  # [batch, layers * units]
+        batch = tf.shape(source)[0]
+        state = {
+            "hidden": tf.reshape(hidden, [batch, c.decoder_layers, c.decoder_units]),
+            "feed": tf.zeros([batch, self.feed_dim], dtype=hidden.dtype),
+        }
+        memory = {"keys": self.attention.prepare_keys(states), "values": states, "mask": mask}
+        return memory, state
+
+    def decode_step(self, tokens, state: State, memory: Memory, training=False):
+        """One decoder step.
+
+        Args:
+            tokens: previous target ids [batch]. state: as returned by `encode` or the
+            previous step. memory: as returned by `encode` (tiled for beam search).
+        Returns:
+            logits [batch, vocab], the new state, attention weights [batch, ts].
+        """
+        inputs = self.dropout(self.target_embedding(tokens), training=training)
+        if self.config.input_feeding:
+            inputs = tf.concat([inputs, state["feed"]], axis=-1)
+        hidden = []
+        for index, rnn in enumerate(self.decoder_rnns):
+            inputs, _ = rnn.cell(inputs, [state["hidden"][:, index]], training=training)
+            hidden.append(inputs)
+            if index + 1 < len(self.decoder_rnns):
+                inputs = self.dropout(inputs, training=training)
+        context, weights = self.attention.attend(inputs[:, None, :], memory["keys"],
+                                                 memory["values"], memory["mask"],
+                                                 training=training)
+        attentional, logits = self._output(inputs, context[:, 0], training)
+        new_state = {"hidden": tf.stack(hidden, axis=1), "feed": attentional}
+        return logits, new_state, weights[:, 0]
+
+    def _output(self, hidden, context, training):
+        """Luong eq. 5: h~ = tanh(Wc [h; c]); logits = Wo h~ (or E^T h~ when tied)."""
+        attentional = self.combine(tf.concat([hidden, context], axis=-1))
+        features = self.dropout(attentional, training=training)
+        if self.config.tie_embeddings:
+            logits = tf.matmul(features, self.target_embedding.embeddings, transpose_b=True)
+        else:
+            logits = self.output_layer(features)
+        return attentional, logits
+
+    # ------------------------------------------------------------------ teacher forcing
+    def call(self, inputs, training=False):
+        source, target_in = inputs
+        memory, state = self.encode(source, training=training)
+        if self.config.input_feeding:
+            return self._decode_stepwise(target_in, state, memory, training)
+        return self._decode_parallel(target_in, state, memory, training)
+
+    def _decode_parallel(self, target_in, state, memory, training):
+        """All target positions at once: GRUs over the sequence, one batched attention."""
+        states = self.dropout(self.target_embedding(target_in), training=training)
+        for index, rnn in enumerate(self.decoder_rnns):
+            states, _ = rnn(states, initial_state=[state["hidden"][:, index]], training=training)
+            if index + 1 < len(self.decoder_rnns):
+                states = self.dropout(states, training=training)
+        context, weights = self.attention(states, memory["values"], mask=memory["mask"],
+                                          training=training)
+        _, logits = self._output(states, context, training)
+        return logits, weights
+
+    def _decode_stepwise(self, target_in, state, memory, training):
+        """Input feeding: step through time with `decode_step` (tf.scan, graph-friendly)."""
+
+        def step(carry, tokens):
+            _, _, previous_state = carry
+            logits, new_state, weights = self.decode_step(tokens, previous_state, memory,
+                                                          training=training)
+            return logits, weights, new_state
+
+        batch, source_length = tf.shape(target_in)[0], tf.shape(memory["values"])[1]
+        initial = (tf.zeros([batch, self.config.tgt_vocab_size]),
+                   tf.zeros([batch, source_length]), state)
+        logits, weights, _ = tf.scan(step, tf.transpose(target_in), initializer=initial)
+        return tf.transpose(logits, [1, 0, 2]), tf.transpose(weights, [1, 0, 2])
+
+    def build(self, input_shape=None):
+        """Create every weight by running a dummy batch (Keras calls this when loading)."""
+        self.built = True  # set first: the dummy call below must not come back here
+        c = self.config
+        if not self.attention.built:  # `encode` prepares keys before the first attention call
+            self.attention.build((None, None, c.decoder_units), (None, None, 2 * c.encoder_units))
+        dummy = tf.constant([[BOS_ID, EOS_ID]], dtype=tf.int32)
+        self.call((dummy, dummy), training=False)
+
+    # ------------------------------------------------------------------------ training
+    def train_step(self, data):
+        (source, target_in), target_out = data
+        with tf.GradientTape() as tape:
+            logits, _ = self((source, target_in), training=True)
+            sums = token_losses(logits, target_out, tf.not_equal(target_out, PAD_ID),
+                                self.label_smoothing)
+            loss = sums["loss"] / tf.maximum(sums["tokens"], 1.0)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+        return self._update_metrics(sums)
+
+    def test_step(self, data):
+        (source, target_in), target_out = data
+        logits, _ = self((source, target_in), training=False)
+        sums = token_losses(logits, target_out, tf.not_equal(target_out, PAD_ID),
+                            self.label_smoothing)
+        return self._update_metrics(sums)
+
+    def _update_metrics(self, sums):
+        """Token-weighted running means: loss, nll (log perplexity), accuracy; token count."""
+        tokens = sums["tokens"]
+        self.loss_tracker.update_state(sums["loss"] / tf.maximum(tokens, 1.0), tokens)
+        self.nll_tracker.update_state(sums["nll"] / tf.maximum(tokens, 1.0), tokens)
+        self.accuracy_tracker.update_state(sums["correct"] / tf.maximum(tokens, 1.0), tokens)
+        self.token_counter.update_state(tokens)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.nll_tracker, self.accuracy_tracker, self.token_counter]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(config=self.config.__dict__.copy())
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        model_config = ModelConfig(**config.pop("config"))
+        return cls(model_config, **config)
+
+
+def build_model(config: ModelConfig) -> Seq2Seq:
+    """A Seq2Seq model with all weights created."""
+    model = Seq2Seq(config)
+    model.build()
+    return model
