@@ -26,8 +26,8 @@ LR_SCHEDULES = ("constant", "inverse_sqrt", "cosine")
 class ModelConfig:
     """Architecture of the encoder-decoder; vocabulary sizes come from the tokenizers."""
 
-    src_vocab_size: int = 8000
-    tgt_vocab_size: int = 8000
+    src_vocab_size: int = 4000
+    tgt_vocab_size: int = 4000
     embedding_dim: int = 256
     encoder_units: int = 256  # per direction: encoder states have 2 * encoder_units features
     encoder_layers: int = 1
@@ -75,8 +75,8 @@ class DataConfig:
     train_tgt: str | None = None
     valid_src: str | None = None
     valid_tgt: str | None = None
-    src_vocab_size: int = 8000  # requested sentencepiece vocabulary sizes
-    tgt_vocab_size: int = 8000
+    src_vocab_size: int = 4000  # requested sentencepiece sizes (see nmt.tokenizer)
+    tgt_vocab_size: int = 4000
     max_length: int = 64  # subword tokens per side; longer training pairs are dropped
     train_limit: int | None = None  # use only the first N training pairs (tests, quick runs)
     valid_limit: int | None = None

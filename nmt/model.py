@@ -17,10 +17,7 @@ import tensorflow as tf
 from nmt.attention import Attention
 from nmt.config import ModelConfig
 from nmt.losses import token_losses
-
-PAD_ID = 0  # must match nmt.tokenizer
-BOS_ID = 2
-EOS_ID = 3
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 State = dict  # {"hidden": [batch, layers, units], "feed": [batch, feed_dim]}
 Memory = dict  # {"keys": prepared keys [batch, ts, ...], "values": [batch, ts, dv], "mask"}

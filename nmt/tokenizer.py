@@ -32,8 +32,8 @@ At 4k at least 95 % of the learned pieces occur 5 or more times in every languag
 fr 95 %), so nearly every embedding and output row gets enough training signal. Beyond 4k the
 sentences barely get shorter (en 4k to 8k: -0.5 pieces per sentence) while rare pieces grow
 fast (en: 110 to 3,955, half of the 8k vocabulary; English saturates near 8.2k pieces, where
-almost every word is one piece). German and Czech would tolerate 5k to 6k; set the source
-vocabulary size in the config if you want that. A small vocabulary also follows the advice
+almost every word is one piece). German and Czech would tolerate 5k to 6k: raise
+``DataConfig.src_vocab_size`` for them. A small vocabulary also follows the advice
 for low-resource NMT (Sennrich & Zhang 2019, "Revisiting Low-Resource Neural Machine
 Translation"; Gowda & May 2020, "Finding the Optimal Vocabulary Size for NMT").
 """

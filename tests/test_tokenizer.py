@@ -24,7 +24,7 @@ def read_train(language: str) -> list[str]:
     """The Multi30k training sentences of one language, exactly as stored (no stripping)."""
     path = MULTI30K / f"train.{language}.gz"
     if not path.exists():
-        pytest.skip(f"Multi30k training data not found at {path}")
+        pytest.fail(f"Multi30k training data not found at {path}: tests need the corpus mirror")
     with gzip.open(path, "rt", encoding="utf-8", newline="\n") as file:
         # split("\n"), not splitlines(): the latter would also split on \x85, \u2028, ...
         lines = file.read().split("\n")

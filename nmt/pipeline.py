@@ -1,0 +1,132 @@
+"""tf.data input pipeline: tokenise once, bucket by length, token-budget batches.
+
+Every batch is padded to its bucket's boundary, so the training step sees only a handful
+of distinct shapes (XLA compiles once per shape) while padding stays small.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizedCorpus:
+    """Subword ids of a parallel corpus; sources end in EOS, targets are BOS ... EOS."""
+
+    source: tf.RaggedTensor  # [pairs, (ts)]
+    target: tf.RaggedTensor  # [pairs, (tt + 1)]
+    dropped: int = 0  # pairs removed for being longer than max_length
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Padded length each pair needs: max(source length, target length - 1)."""
+        return np.maximum(self.source.row_lengths().numpy(), self.target.row_lengths().numpy() - 1)
+
+    def __len__(self) -> int:
+        return int(self.source.nrows())
+
+
+def tokenize_corpus(source_lines: list[str], target_lines: list[str],
+                    source_tokenizer: SubwordTokenizer, target_tokenizer: SubwordTokenizer,
+                    max_length: int | None = None, batch_size: int = 4096) -> TokenizedCorpus:
+    """Tokenise both sides once (in large batches) and drop pairs over `max_length` tokens."""
+    source = _tokenize_in_batches(source_lines, source_tokenizer, batch_size)
+    target = _tokenize_in_batches(target_lines, target_tokenizer, batch_size)
+    eos = tf.fill([source.nrows(), 1], EOS_ID)
+    bos = tf.fill([target.nrows(), 1], BOS_ID)
+    corpus = TokenizedCorpus(tf.concat([source, eos], axis=1),
+                             tf.concat([bos, target, tf.fill([target.nrows(), 1], EOS_ID)], axis=1))
+    if max_length is None:
+        return corpus
+    keep = corpus.lengths <= max_length
+    dropped = int((~keep).sum())
+    if dropped:
+        logger.info("dropped %d of %d pairs longer than %d tokens", dropped, len(keep), max_length)
+    return TokenizedCorpus(tf.ragged.boolean_mask(corpus.source, keep),
+                           tf.ragged.boolean_mask(corpus.target, keep), dropped)
+
+
+def _tokenize_in_batches(lines: list[str], tokenizer: SubwordTokenizer,
+                         batch_size: int) -> tf.RaggedTensor:
+    parts = [tokenizer.tokenize(tf.constant(lines[start:start + batch_size], dtype=tf.string))
+             for start in range(0, len(lines), batch_size)]
+    if not parts:
+        return tf.ragged.constant([], dtype=tf.int32, ragged_rank=1)
+    return tf.concat(parts, axis=0)
+
+
+@dataclass
+class Buckets:
+    """Bucket boundaries (padded lengths) and the batch size of each bucket."""
+
+    lengths: list[int]  # padded length of each bucket
+    batch_sizes: list[int]
+
+    @classmethod
+    def from_budget(cls, boundaries: list[int], max_length: int, batch_tokens: int) -> Buckets:
+        """Padded lengths from `boundaries` (capped at max_length); batch = tokens / length."""
+        lengths = sorted({min(b, max_length) for b in boundaries} | {max_length})
+        return cls(lengths, [max(1, batch_tokens // length) for length in lengths])
+
+    def index(self, lengths: np.ndarray) -> np.ndarray:
+        """Bucket index of each padded-length requirement."""
+        return np.searchsorted(np.asarray(self.lengths), lengths, side="left")
+
+    def padding_fraction(self, lengths_source: np.ndarray, lengths_target: np.ndarray) -> float:
+        """Share of padding among all source and target positions fed to the model."""
+        padded = np.asarray(self.lengths)[self.index(np.maximum(lengths_source, lengths_target))]
+        real = lengths_source.sum() + lengths_target.sum()
+        return float(1.0 - real / max(1, 2 * padded.sum()))
+
+    def batches_per_epoch(self, lengths: np.ndarray, drop_remainder: bool) -> int:
+        counts = np.bincount(self.index(lengths), minlength=len(self.lengths))
+        sizes = np.asarray(self.batch_sizes)
+        full = counts // sizes
+        return int(full.sum() if drop_remainder else (full + (counts % sizes > 0)).sum())
+
+
+def make_dataset(corpus: TokenizedCorpus, buckets: Buckets, shuffle: bool, seed: int = 0,
+                 drop_remainder: bool | None = None) -> tf.data.Dataset:
+    """Batches `((source, target_in), target_out)` of shape [batch_size(b), length(b)].
+
+    Shuffled (each epoch anew) and with full batches only when `shuffle` (training), so the
+    step function sees exactly one shape per bucket; in order with partial batches otherwise.
+    """
+    drop_remainder = shuffle if drop_remainder is None else drop_remainder
+    lengths = corpus.lengths
+    if len(lengths) and lengths.max() > buckets.lengths[-1]:
+        raise ValueError(f"corpus has pairs of {lengths.max()} tokens, longer than the largest "
+                         f"bucket ({buckets.lengths[-1]}); tokenize with max_length")
+    dataset = tf.data.Dataset.from_tensor_slices((
+        corpus.source.to_tensor(), corpus.source.row_lengths(),
+        corpus.target.to_tensor(), corpus.target.row_lengths()))
+    dataset = dataset.map(lambda source, source_length, target, target_length: (
+        source[:source_length], target[:target_length - 1], target[1:target_length])).cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(corpus), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.bucket_by_sequence_length(
+        element_length_func=lambda source, target_in, _: tf.maximum(tf.shape(source)[0],
+                                                                    tf.shape(target_in)[0]),
+        bucket_boundaries=[length + 1 for length in buckets.lengths],
+        bucket_batch_sizes=buckets.batch_sizes + [1],
+        padded_shapes=([None], [None], [None]),
+        padding_values=(PAD_ID, PAD_ID, PAD_ID),
+        pad_to_bucket_boundary=True,
+        drop_remainder=drop_remainder,
+    )
+    dataset = dataset.map(lambda source, target_in, target_out: ((source, target_in), target_out))
+    steps = buckets.batches_per_epoch(lengths, drop_remainder)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+def make_bucketed_batches(corpus: TokenizedCorpus, buckets: Buckets):
+    """Not shuffled, partial batches kept: for evaluation loss on the validation set."""
+    return make_dataset(corpus, buckets, shuffle=False)

@@ -1,0 +1,362 @@
+"""Training a translator: data, tokenizers, model, schedule, callbacks, run directory.
+
+A run directory holds everything `translate.py` needs and everything a resumed run needs:
+
+    config.json          the `Config` (the model is rebuilt from it alone)
+    source.model         sentencepiece models of the two languages
+    target.model
+    best.weights.h5      weights with the best validation BLEU (no optimizer state)
+    last.weights.h5      weights after the last finished epoch
+    metrics.json         per-epoch figures and wall time
+    resume/              tf.train.CheckpointManager: model + optimizer + epoch, for --resume
+    logs/                TensorBoard
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nmt import data as corpus_data
+from nmt.config import Config, atomic_write_text
+from nmt.errors import CheckpointError, DataError
+from nmt.evaluation import corpus_scores
+from nmt.model import Seq2Seq
+from nmt.pipeline import Buckets, TokenizedCorpus, make_dataset, tokenize_corpus
+from nmt.tokenizer import SubwordTokenizer, train_sentencepiece
+from nmt.translator import (
+    BEST_WEIGHTS_FILE,
+    CONFIG_FILE,
+    LAST_WEIGHTS_FILE,
+    METRICS_FILE,
+    SOURCE_TOKENIZER_FILE,
+    TARGET_TOKENIZER_FILE,
+    Translator,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------ data
+@dataclass
+class PreparedData:
+    """Tokenised training and validation data plus the raw validation text for BLEU."""
+
+    source_tokenizer: SubwordTokenizer
+    target_tokenizer: SubwordTokenizer
+    train: TokenizedCorpus
+    valid: TokenizedCorpus
+    valid_sources: list[str]
+    valid_references: list[str]
+    empty_pairs_dropped: int
+
+
+def load_text(config: Config) -> tuple[list[str], list[str], list[str], list[str], int]:
+    """Training and validation sentences (built-in corpus or plain files), empty pairs out."""
+    d = config.data
+    if d.train_src:
+        train_src, train_tgt = corpus_data.read_parallel(d.train_src, d.train_tgt)
+    else:
+        train_src, train_tgt = corpus_data.load_split(d.corpus, "train", d.src, d.tgt,
+                                                      d.cache_dir, d.data_dir)
+    if d.valid_src:
+        valid_src, valid_tgt = corpus_data.read_parallel(d.valid_src, d.valid_tgt)
+    elif d.train_src:
+        raise DataError("a plain-text training corpus needs --valid-src and --valid-tgt too")
+    else:
+        valid_src, valid_tgt = corpus_data.load_split(d.corpus, "val", d.src, d.tgt,
+                                                      d.cache_dir, d.data_dir)
+    train_src, train_tgt = train_src[:d.train_limit], train_tgt[:d.train_limit]
+    valid_src, valid_tgt = valid_src[:d.valid_limit], valid_tgt[:d.valid_limit]
+    train_src, train_tgt, dropped_train = corpus_data.drop_empty_pairs(train_src, train_tgt)
+    valid_src, valid_tgt, dropped_valid = corpus_data.drop_empty_pairs(valid_src, valid_tgt)
+    for name, lines in (("training", train_src), ("validation", valid_src)):
+        if not lines:
+            raise DataError(f"the {name} corpus has no non-empty sentence pairs")
+    return train_src, train_tgt, valid_src, valid_tgt, dropped_train + dropped_valid
+
+
+def prepare_data(config: Config, run_dir: Path) -> PreparedData:
+    """Load text, train (or reload) the tokenizers in `run_dir`, tokenise everything once."""
+    train_src, train_tgt, valid_src, valid_tgt, empty = load_text(config)
+    tokenizers = []
+    for lines, name, size in ((train_src, SOURCE_TOKENIZER_FILE, config.data.src_vocab_size),
+                              (train_tgt, TARGET_TOKENIZER_FILE, config.data.tgt_vocab_size)):
+        path = run_dir / name
+        if not path.exists():
+            train_sentencepiece(lines, path, size, seed=config.train.seed)
+        tokenizers.append(SubwordTokenizer.load(path))
+    source_tokenizer, target_tokenizer = tokenizers
+    config.model.src_vocab_size = source_tokenizer.vocab_size
+    config.model.tgt_vocab_size = target_tokenizer.vocab_size
+    max_length = config.data.max_length
+    train = tokenize_corpus(train_src, train_tgt, source_tokenizer, target_tokenizer, max_length)
+    valid = tokenize_corpus(valid_src, valid_tgt, source_tokenizer, target_tokenizer, max_length)
+    if len(train) == 0:
+        raise DataError(f"every training pair is longer than data.max_length={max_length} "
+                        "subword tokens; raise --max-length")
+    return PreparedData(source_tokenizer, target_tokenizer, train, valid, valid_src, valid_tgt,
+                        empty)
+
+
+# -------------------------------------------------------------------------- schedule
+@keras.saving.register_keras_serializable(package="nmt")
+class WarmupInverseSqrt(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then decay with 1/sqrt(step) (Vaswani et al. 2017, eq. 3)."""
+
+    def __init__(self, learning_rate: float, warmup_steps: int):
+        self.learning_rate, self.warmup_steps = learning_rate, warmup_steps
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32) + 1.0
+        warmup = tf.cast(max(self.warmup_steps, 1), tf.float32)
+        return self.learning_rate * tf.minimum(step / warmup, tf.sqrt(warmup / step))
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
+
+
+def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam with global gradient-norm clipping and the configured schedule."""
+    t = config.train
+    if t.lr_schedule == "inverse_sqrt":
+        rate = WarmupInverseSqrt(t.learning_rate, t.warmup_steps)
+    elif t.lr_schedule == "cosine":
+        total = max(1, t.epochs * steps_per_epoch - t.warmup_steps)
+        rate = keras.optimizers.schedules.CosineDecay(
+            0.0 if t.warmup_steps else t.learning_rate, total, alpha=0.05,
+            warmup_target=t.learning_rate if t.warmup_steps else None,
+            warmup_steps=t.warmup_steps)
+    else:
+        rate = t.learning_rate
+    return keras.optimizers.Adam(rate, global_clipnorm=t.clip_norm)
+
+
+# ------------------------------------------------------------------------- callbacks
+class ProgressBar(keras.callbacks.Callback):
+    """A bar per epoch with loss, target tokens per second and ETA; a summary line after."""
+
+    def __init__(self, epochs: int, steps: int, stream=sys.stderr, enabled: bool = True):
+        super().__init__()
+        self.epochs, self.steps, self.stream, self.enabled = epochs, steps, stream, enabled
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+        if self.enabled:
+            self.stream.write(f"epoch {epoch + 1}/{self.epochs}\n")
+            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=["loss", "tok/s"])
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.enabled:
+            rate = float(logs["tokens"]) / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.update(batch + 1, [("loss", float(logs["loss"])), ("tok/s", round(rate))])
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training (after the current batch) once `minutes` of wall time are used."""
+
+    def __init__(self, minutes: float | None, already_used_seconds: float = 0.0):
+        super().__init__()
+        self.limit = None if minutes is None else minutes * 60.0
+        self.used = already_used_seconds
+        self.exhausted = False
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.used + time.perf_counter() - self.start
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.limit is not None and self.elapsed() >= self.limit:
+            self.exhausted = True
+            self.model.stop_training = True
+
+
+class RunKeeper(keras.callbacks.Callback):
+    """After each epoch: validation BLEU/chrF, best and last weights, metrics.json, resume
+    checkpoint. Puts `val_bleu`/`val_chrf` into the logs for EarlyStopping and TensorBoard."""
+
+    def __init__(self, run_dir: Path, translator: Translator, sources: list[str],
+                 references: list[str], manager: tf.train.CheckpointManager,
+                 epoch_variable: tf.Variable, metrics: dict, budget: TimeBudget, beam: int = 1):
+        super().__init__()
+        self.run_dir, self.translator = run_dir, translator
+        self.sources, self.references = sources, references
+        self.manager, self.epoch_variable = manager, epoch_variable
+        self.metrics, self.budget, self.beam = metrics, budget, beam
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        train_seconds = time.perf_counter() - self.epoch_start
+        hypotheses = [t.text for t in self.translator.translate(self.sources, beam=self.beam,
+                                                                batch_size=128)]
+        scores = corpus_scores(hypotheses, self.references)
+        logs["val_bleu"], logs["val_chrf"] = scores["bleu"], scores["chrf"]
+        record = _epoch_record(epoch, logs, train_seconds, self.budget.elapsed())
+        history = self.metrics.setdefault("epochs", [])
+        history.append(record)
+        best = self.metrics.get("best")
+        improved = best is None or record["val_bleu"] > best["val_bleu"]
+        if improved:
+            self.metrics["best"] = record
+            _save_weights_atomically(self.model, self.run_dir / BEST_WEIGHTS_FILE)
+        _save_weights_atomically(self.model, self.run_dir / LAST_WEIGHTS_FILE)
+        self.metrics["bleu_signature"] = scores["bleu_signature"]
+        self.metrics["chrf_signature"] = scores["chrf_signature"]
+        self.metrics["wall_time"] = record["wall_time"]
+        atomic_write_text(self.run_dir / METRICS_FILE, json.dumps(self.metrics, indent=2) + "\n")
+        self.epoch_variable.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+        logger.info("epoch %d  loss %.3f  ppl %.2f  val_ppl %.2f  BLEU %.2f  chrF %.2f  "
+                    "%.0f tok/s  %s%s", epoch + 1, record["loss"], record["ppl"],
+                    record.get("val_ppl", float("nan")), record["val_bleu"], record["val_chrf"],
+                    record["tokens_per_second"], _clock(record["wall_time"]),
+                    "  (best)" if improved else "")
+
+
+def _epoch_record(epoch: int, logs: dict, train_seconds: float, wall_time: float) -> dict:
+    record = {"epoch": epoch + 1}
+    for key, value in logs.items():
+        record[key] = float(value)
+    record["ppl"] = math.exp(min(record["nll"], 50.0))
+    if "val_nll" in record:
+        record["val_ppl"] = math.exp(min(record["val_nll"], 50.0))
+    record["train_seconds"] = round(train_seconds, 2)
+    record["tokens_per_second"] = record["tokens"] / max(train_seconds, 1e-9)
+    record["wall_time"] = round(wall_time, 2)
+    return record
+
+
+def _save_weights_atomically(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
+    model.save_weights(tmp, overwrite=True)
+    os.replace(tmp, path)
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+# ---------------------------------------------------------------------------- train
+def train(config: Config, run_dir: str | Path, progress: bool = True) -> dict:
+    """Train (or resume) the run in `run_dir`; returns the final metrics dict."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / CONFIG_FILE
+    if saved.exists():
+        config = _resumed_config(Config.load(saved), config)
+    keras.utils.set_random_seed(config.train.seed)
+    data = prepare_data(config, run_dir)
+    config.validate().save(saved)
+
+    buckets = Buckets.from_budget(config.train.bucket_boundaries, config.data.max_length,
+                                  config.train.batch_tokens)
+    train_set = make_dataset(data.train, buckets, shuffle=True, seed=config.train.seed)
+    valid_set = make_dataset(data.valid, buckets, shuffle=False)
+    steps = int(train_set.cardinality())
+    if steps == 0:
+        raise DataError(f"the training set ({len(data.train)} pairs) gives no full batch of "
+                        f"--batch-tokens {config.train.batch_tokens}; lower it")
+    padding = buckets.padding_fraction(data.train.source.row_lengths().numpy(),
+                                       data.train.target.row_lengths().numpy() - 1)
+    logger.info("%d training pairs (%d too long dropped, %d empty dropped), %d validation "
+                "pairs; %d batches per epoch, padding %.1f%%", len(data.train),
+                data.train.dropped, data.empty_pairs_dropped, len(data.valid), steps,
+                100 * padding)
+
+    model = Seq2Seq(config.model)
+    model.build()
+    model.label_smoothing = config.train.label_smoothing
+    optimizer = make_optimizer(config, steps)
+    optimizer.build(model.trainable_variables)
+    model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
+
+    epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_variable)
+    manager = tf.train.CheckpointManager(checkpoint, run_dir / "resume", max_to_keep=1)
+    metrics = _load_metrics(run_dir) if manager.latest_checkpoint else {}
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        logger.info("resuming %s after epoch %d", run_dir, int(epoch_variable.numpy()))
+        metrics["epochs"] = [e for e in metrics.get("epochs", [])
+                             if e["epoch"] <= int(epoch_variable.numpy())]
+    initial_epoch = int(epoch_variable.numpy())
+    metrics.update(padding_fraction=padding, train_pairs=len(data.train),
+                   dropped_long_pairs=data.train.dropped,
+                   dropped_empty_pairs=data.empty_pairs_dropped,
+                   batches_per_epoch=steps, parameters=int(model.count_params()))
+
+    budget = TimeBudget(config.train.time_budget, metrics.get("wall_time", 0.0))
+    translator = Translator(config, model, data.source_tokenizer, data.target_tokenizer,
+                            name=run_dir.name)
+    keeper = RunKeeper(run_dir, translator, data.valid_sources, data.valid_references, manager,
+                       epoch_variable, metrics, budget, beam=config.train.valid_beam)
+    callbacks = [
+        budget,
+        ProgressBar(config.train.epochs, steps, enabled=progress),
+        keeper,
+        keras.callbacks.EarlyStopping(monitor="val_bleu", mode="max",
+                                      patience=config.train.patience),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
+    ]
+    if initial_epoch < config.train.epochs and not _budget_spent(budget):
+        model.fit(train_set, validation_data=valid_set, epochs=config.train.epochs,
+                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+    metrics["stopped_by"] = ("time_budget" if budget.exhausted or _budget_spent(budget)
+                             else "early_stopping" if len(metrics.get("epochs", [])) <
+                             config.train.epochs else "epochs")
+    atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _budget_spent(budget: TimeBudget) -> bool:
+    return budget.limit is not None and budget.used >= budget.limit
+
+
+def _resumed_config(saved: Config, requested: Config) -> Config:
+    """A resumed run keeps its saved model and data; epochs, budget and patience may change."""
+    for name in ("epochs", "time_budget", "patience"):
+        setattr(saved.train, name, getattr(requested.train, name))
+    if saved.model != requested.model and _differs_beyond_vocab(saved, requested):
+        logger.warning("run directory exists: resuming with its saved model settings, "
+                       "ignoring the model options given now")
+    return saved
+
+
+def _differs_beyond_vocab(saved: Config, requested: Config) -> bool:
+    a, b = saved.model.__dict__.copy(), requested.model.__dict__.copy()
+    for key in ("src_vocab_size", "tgt_vocab_size"):
+        a.pop(key)
+        b.pop(key)
+    return a != b
+
+
+def _load_metrics(run_dir: Path) -> dict:
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); delete it to resume "
+                              "without the earlier epochs' figures") from error
+
+
+def token_counts(corpus: TokenizedCorpus) -> np.ndarray:
+    """Target tokens (EOS included) of each pair: what tokens-per-second counts."""
+    return corpus.target.row_lengths().numpy() - 1

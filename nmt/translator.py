@@ -1,0 +1,197 @@
+"""Text in, text out: a trained model with its tokenizers, loaded from a run directory.
+
+`Translator.translate` sorts sentences by length into batches, runs greedy or beam search
+as one compiled graph per batch, and returns the translations in input order together
+with tokens, scores and attention weights (for plots, alignments, JSON and the web page).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from nmt.config import Config
+from nmt.decoding import beam_search, greedy_search
+from nmt.errors import CheckpointError, NmtError
+from nmt.model import Seq2Seq
+from nmt.tokenizer import EOS_ID, PAD_ID, SubwordTokenizer
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+SOURCE_TOKENIZER_FILE = "source.model"
+TARGET_TOKENIZER_FILE = "target.model"
+BEST_WEIGHTS_FILE = "best.weights.h5"
+LAST_WEIGHTS_FILE = "last.weights.h5"
+METRICS_FILE = "metrics.json"
+MAX_SOURCE_TOKENS = 200  # longer inputs are truncated (with a warning), see `truncated`
+
+
+@dataclass
+class Translation:
+    """One translated sentence and what the model looked at while producing it."""
+
+    source: str
+    text: str
+    source_tokens: list[str]  # subword pieces, EOS included
+    target_tokens: list[str]  # subword pieces, EOS included when produced
+    attention: np.ndarray  # [len(target_tokens), len(source_tokens)]
+    score: float  # length-normalised log-probability (beam) or log-probability (greedy)
+    log_prob: float
+    truncated: bool = False
+    n_best: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source, "translation": self.text, "score": self.score,
+            "log_prob": self.log_prob, "source_tokens": self.source_tokens,
+            "target_tokens": self.target_tokens,
+            "attention": np.round(self.attention, 5).tolist(), "truncated": self.truncated,
+            "n_best": [{"translation": text, "score": score} for text, score in self.n_best],
+        }
+
+
+class Translator:
+    """A model plus its source and target tokenizers."""
+
+    def __init__(self, config: Config, model: Seq2Seq, source_tokenizer: SubwordTokenizer,
+                 target_tokenizer: SubwordTokenizer, name: str = "model"):
+        self.config, self.model, self.name = config, model, name
+        self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
+        ids = tf.TensorSpec([None, None], tf.int32)
+        scalar_int = tf.TensorSpec([], tf.int32)
+        self._greedy = tf.function(lambda source, max_length: greedy_search(model, source,
+                                                                          max_length),
+                                   input_signature=[ids, scalar_int])
+        self._beams: dict[int, tf.types.experimental.GenericFunction] = {}
+        self._scalar_float = tf.TensorSpec([], tf.float32)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, weights: str = BEST_WEIGHTS_FILE) -> Translator:
+        """Rebuild the model from `run_dir` (config, tokenizers and weights)."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise CheckpointError(f"checkpoint directory not found: {run_dir}")
+        for name in (CONFIG_FILE, SOURCE_TOKENIZER_FILE, TARGET_TOKENIZER_FILE, weights):
+            if not (run_dir / name).is_file():
+                raise CheckpointError(f"checkpoint {run_dir} is incomplete: {name} is missing")
+        config = Config.load(run_dir / CONFIG_FILE)
+        model = Seq2Seq(config.model)
+        model.build()
+        try:
+            model.load_weights(run_dir / weights)
+        except (ValueError, OSError) as error:
+            raise CheckpointError(f"cannot load weights {run_dir / weights}: {error}") from error
+        return cls(config, model, SubwordTokenizer.load(run_dir / SOURCE_TOKENIZER_FILE),
+                   SubwordTokenizer.load(run_dir / TARGET_TOKENIZER_FILE), name=run_dir.name)
+
+    # ------------------------------------------------------------------------ search
+    def search(self, source: tf.Tensor, beam: int = 1, alpha: float = 0.0,
+               max_length_ratio: float = 2.0) -> dict[str, np.ndarray]:
+        """Decode a padded id batch [batch, ts]; outputs have a beam axis [batch, beam, ...]."""
+        if beam < 1:
+            raise NmtError(f"beam size must be >= 1, received {beam}")
+        source = tf.convert_to_tensor(source, tf.int32)
+        max_length = tf.constant(int(math.ceil(max_length_ratio * source.shape[1])) + 5,
+                                 tf.int32)
+        if beam == 1:
+            result = {key: value.numpy() for key, value in self._greedy(source, max_length).items()}
+            result = {key: value[:, None] for key, value in result.items()}
+            result["log_probs"] = result["scores"]
+            return result
+        if beam not in self._beams:
+            self._beams[beam] = tf.function(
+                lambda source, max_length, alpha: beam_search(self.model, source, max_length,
+                                                              beam, alpha),
+                input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
+                                 self._scalar_float])
+        result = self._beams[beam](source, max_length, tf.constant(alpha, tf.float32))
+        return {key: value.numpy() for key, value in result.items()}
+
+    # ---------------------------------------------------------------------- text API
+    def translate(self, texts: Sequence[str], beam: int = 5, alpha: float = 0.6,
+                  max_length_ratio: float = 2.0, batch_size: int = 64,
+                  n_best: int = 1) -> list[Translation]:
+        """Translate sentences; the result has one entry per input, in input order."""
+        return [t for batch in self.translate_batches(texts, beam, alpha, max_length_ratio,
+                                                      batch_size, n_best) for t in batch]
+
+    def translate_batches(self, texts: Sequence[str], beam: int = 5, alpha: float = 0.6,
+                          max_length_ratio: float = 2.0, batch_size: int = 64,
+                          n_best: int = 1) -> Iterator[list[Translation]]:
+        """Like `translate`, but yields the results of `texts` chunk by chunk, in order.
+
+        Sentences are sorted by length inside each chunk of `batch_size * 8` sentences so that
+        batches are padded little; a caller streaming input gets output chunk by chunk.
+        """
+        if n_best > beam:
+            raise NmtError(f"--n-best ({n_best}) cannot exceed the beam size ({beam})")
+        if batch_size < 1:
+            raise NmtError(f"batch size must be >= 1, received {batch_size}")
+        chunk = batch_size * 8
+        for start in range(0, len(texts), chunk):
+            yield self._translate_chunk(list(texts[start:start + chunk]), beam, alpha,
+                                        max_length_ratio, batch_size, n_best)
+
+    def _translate_chunk(self, texts, beam, alpha, max_length_ratio, batch_size, n_best):
+        ids, truncated = self.encode_sources(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        results: list[Translation | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            indexes = order[start:start + batch_size]
+            batch = _pad([ids[i] for i in indexes])
+            output = self.search(batch, beam, alpha, max_length_ratio)
+            for row, index in enumerate(indexes):
+                results[index] = self._translation(texts[index], ids[index], output, row,
+                                                   n_best, truncated[index])
+        return results
+
+    def encode_sources(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        """Source ids with EOS, truncated to MAX_SOURCE_TOKENS (flagged and logged)."""
+        if not texts:
+            return [], []
+        ragged = self.source_tokenizer.tokenize(tf.constant(list(texts), dtype=tf.string))
+        ids, truncated = [], []
+        for index, row in enumerate(ragged.to_list()):
+            cut = len(row) > MAX_SOURCE_TOKENS - 1
+            if cut:
+                logger.warning("sentence %d has %d subword tokens; translating only the first "
+                               "%d", index + 1, len(row), MAX_SOURCE_TOKENS - 1)
+            ids.append(row[:MAX_SOURCE_TOKENS - 1] + [EOS_ID])
+            truncated.append(cut)
+        return ids, truncated
+
+    def _translation(self, text, source_ids, output, row, n_best, truncated) -> Translation:
+        source_pieces = self.pieces(source_ids)
+        if not text.strip():  # an empty line stays an empty line
+            return Translation(text, "", [], [], np.zeros((0, 0)), 0.0, 0.0, truncated)
+        tokens = output["tokens"][row]  # [beam, tt]
+        texts = [t.decode("utf-8") for t in
+                 self.target_tokenizer.detokenize(tf.constant(tokens[:n_best])).numpy()]
+        length = int(output["lengths"][row, 0])
+        target_ids = tokens[0, :length].tolist()
+        attention = output["weights"][row, 0, :length, :len(source_ids)]
+        scores = output["scores"][row]
+        return Translation(text, texts[0], source_pieces, self.pieces(target_ids, target=True),
+                           attention, float(scores[0]), float(output["log_probs"][row, 0]),
+                           truncated, [(t, float(s)) for t, s in zip(texts, scores, strict=False)])
+
+    def pieces(self, ids: Sequence[int], target: bool = False) -> list[str]:
+        tokenizer = self.target_tokenizer if target else self.source_tokenizer
+        if not ids:
+            return []
+        return [p.decode("utf-8") for p in tokenizer.id_to_piece(tf.constant(ids)).numpy()]
+
+
+def _pad(rows: list[list[int]]) -> np.ndarray:
+    width = max(len(row) for row in rows)
+    batch = np.full((len(rows), width), PAD_ID, dtype=np.int32)
+    for index, row in enumerate(rows):
+        batch[index, :len(row)] = row
+    return batch

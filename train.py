@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Train a translator: `python train.py --src de --tgt en [options]`.
+
+Every option has a config-file equivalent (`--config FILE`, JSON or YAML); flags given on
+the command line override the file. See `python train.py --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter off the console
+
+# (section, field, flag, type, help) for every configurable option, in --help order.
+OPTIONS = [
+    ("data", "corpus", "--corpus", str, "built-in corpus name (default: multi30k)"),
+    ("data", "src", "--src", str, "source language code, e.g. de"),
+    ("data", "tgt", "--tgt", str, "target language code, e.g. en"),
+    ("data", "data_dir", "--data-dir", str,
+     "read the corpus files from this local folder instead of downloading them"),
+    ("data", "cache_dir", "--cache-dir", str, "download cache (default: data)"),
+    ("data", "train_src", "--train-src", str, "plain-text (or .gz) training source file"),
+    ("data", "train_tgt", "--train-tgt", str, "plain-text (or .gz) training target file"),
+    ("data", "valid_src", "--valid-src", str, "plain-text (or .gz) validation source file"),
+    ("data", "valid_tgt", "--valid-tgt", str, "plain-text (or .gz) validation target file"),
+    ("data", "src_vocab_size", "--src-vocab-size", int, "source sentencepiece vocabulary size"),
+    ("data", "tgt_vocab_size", "--tgt-vocab-size", int, "target sentencepiece vocabulary size"),
+    ("data", "max_length", "--max-length", int,
+     "subword tokens per side; longer training pairs are dropped (and counted)"),
+    ("data", "train_limit", "--train-limit", int, "use only the first N training pairs"),
+    ("data", "valid_limit", "--valid-limit", int, "use only the first N validation pairs"),
+    ("model", "score", "--score", str,
+     "attention score: dot, scaled_dot, general, cosine, additive"),
+    ("model", "attention_mode", "--attention-mode", str, "soft or hard attention"),
+    ("model", "hard_temperature", "--hard-temperature", float,
+     "Gumbel-softmax temperature of hard attention in training"),
+    ("model", "attention_units", "--attention-units", int, "hidden size of the additive score"),
+    ("model", "embedding_dim", "--embedding-dim", int, "embedding size"),
+    ("model", "encoder_units", "--encoder-units", int, "GRU units per encoder direction"),
+    ("model", "encoder_layers", "--encoder-layers", int, "bidirectional encoder layers"),
+    ("model", "decoder_units", "--decoder-units", int, "decoder GRU units"),
+    ("model", "decoder_layers", "--decoder-layers", int, "decoder GRU layers"),
+    ("model", "input_feeding", "--input-feeding", "bool",
+     "Luong input feeding (steps through time in training: slower)"),
+    ("model", "tie_embeddings", "--tie-embeddings", "bool",
+     "share the target embedding with the output projection"),
+    ("model", "dropout", "--dropout", float, "dropout rate"),
+    ("train", "epochs", "--epochs", int, "maximum number of epochs"),
+    ("train", "time_budget", "--time-budget", float,
+     "stop after this many minutes of wall time (the last epoch is cut short and validated)"),
+    ("train", "batch_tokens", "--batch-tokens", int,
+     "tokens per batch, padding included (batch size = budget / bucket length)"),
+    ("train", "learning_rate", "--learning-rate", float, "peak learning rate of Adam"),
+    ("train", "lr_schedule", "--lr-schedule", str, "constant, inverse_sqrt or cosine"),
+    ("train", "warmup_steps", "--warmup-steps", int, "linear warm-up steps"),
+    ("train", "label_smoothing", "--label-smoothing", float, "label smoothing epsilon"),
+    ("train", "clip_norm", "--clip-norm", float, "global gradient-norm clipping"),
+    ("train", "seed", "--seed", int, "random seed (same seed + config = same run)"),
+    ("train", "patience", "--patience", int,
+     "early stopping: epochs without a better validation BLEU"),
+    ("train", "jit_compile", "--jit-compile", "bool", "compile the training step with XLA"),
+    ("train", "valid_beam", "--valid-beam", int, "beam size for validation BLEU (1 = greedy)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train an attention-based GRU translator on a parallel corpus.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", help="JSON or YAML config file; flags override its values")
+    parser.add_argument("--run-dir", help="run directory (default: "
+                        "checkpoints/<src>-<tgt>-<score>-<date-time>); an existing one resumes")
+    parser.add_argument("--resume", action="store_true",
+                        help="require --run-dir to exist and continue it")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    for section, name, flag, kind, text in OPTIONS:
+        dest = f"{section}.{name}"
+        if kind == "bool":
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                                default=None, help=text)
+        else:
+            parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    return parser
+
+
+def load_config_file(path: str) -> dict:
+    from nmt.errors import ConfigError
+
+    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else None
+    if text is None:
+        raise ConfigError(f"config file not found: {path}")
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError as error:
+            raise ConfigError("YAML config files need PyYAML (pip install pyyaml); "
+                              "or use JSON") from error
+        return yaml.safe_load(text) or {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid JSON: {error}") from error
+
+
+def config_from_args(args: argparse.Namespace):
+    from nmt.config import Config
+
+    values = load_config_file(args.config) if args.config else {}
+    for section, name, *_ in OPTIONS:
+        value = getattr(args, f"{section}.{name}")
+        if value is not None:
+            values.setdefault(section, {})[name] = value
+    return Config.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from nmt.errors import NmtError
+
+    try:
+        from nmt.training import train
+
+        config = config_from_args(args)
+        run_dir = args.run_dir or default_run_dir(config)
+        if args.resume and not Path(run_dir, "config.json").exists():
+            raise NmtError(f"--resume: no run to resume in {run_dir}")
+        metrics = train(config, run_dir, progress=not args.quiet)
+    except NmtError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: run it again with the same --run-dir to resume from the last "
+              "finished epoch", file=sys.stderr)
+        return 130
+    best = metrics.get("best") or {}
+    print(f"run directory: {run_dir}\nbest validation BLEU {best.get('val_bleu', float('nan')):.2f}"
+          f" (epoch {best.get('epoch', '-')})", file=sys.stderr)
+    return 0
+
+
+def default_run_dir(config) -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return str(Path("checkpoints") / f"{config.data.src}-{config.data.tgt}-"
+                                     f"{config.model.score}-{stamp}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
