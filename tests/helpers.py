@@ -1,0 +1,49 @@
+"""Shared test fixtures: the Multi30k mirror and a tiny model trained once per session.
+
+Test modules import the fixtures they use (`from tests.helpers import tiny_run`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The real Multi30k files sit next to the project's root (shared/corpora/multi30k/).
+MULTI30K = REPO.parent / "shared" / "corpora" / "multi30k"
+
+
+def tiny_config(**train_overrides):
+    """A small de-en config that trains in well under a minute on 2 cores."""
+    from nmt.config import Config
+
+    train = {"epochs": 3, "batch_tokens": 1024, "learning_rate": 3e-3, "lr_schedule": "constant",
+             "warmup_steps": 0, "label_smoothing": 0.1, "seed": 7, "jit_compile": False,
+             "patience": 5, "bucket_boundaries": [12, 16, 24, 32]}
+    train.update(train_overrides)
+    return Config.from_dict({
+        "data": {"src": "de", "tgt": "en", "data_dir": str(MULTI30K), "train_limit": 1500,
+                 "valid_limit": 100, "src_vocab_size": 400, "tgt_vocab_size": 400,
+                 "max_length": 32},
+        "model": {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64,
+                  "attention_units": 32, "score": "general", "dropout": 0.1},
+        "train": train,
+    })
+
+
+@pytest.fixture(scope="session")
+def multi30k_dir() -> Path:
+    if not (MULTI30K / "train.de.gz").exists():
+        pytest.fail(f"the Multi30k mirror is missing at {MULTI30K}; tests need it")
+    return MULTI30K
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, multi30k_dir) -> Path:
+    """Run directory of a tiny de-en model trained on 1,500 real pairs (shared, read-only)."""
+    from nmt.training import train
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    train(tiny_config(), run_dir, progress=False)
+    return run_dir

@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""Translate with a trained model and see where it attended.
+
+    python translate.py "Ein Mann fährt Fahrrad." "Zwei Hunde spielen."
+    python translate.py -i test.de -o test.en.hyp --ref test.en --plot-dir plots/
+    cat sentences.txt | python translate.py --json
+
+With no sentences and no -i, it reads standard input one sentence per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter off the console
+
+RELEASED_MODEL = Path(__file__).resolve().parent / "checkpoints" / "multi30k-de-en"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Translate sentences with a trained nmt checkpoint.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("sentences", nargs="*", help="sentences to translate (default: stdin)")
+    parser.add_argument("-i", "--input", help="file with one sentence per line")
+    parser.add_argument("-o", "--output", help="write translations here instead of stdout")
+    parser.add_argument("--checkpoint", default=str(RELEASED_MODEL),
+                        help="run directory written by train.py")
+    parser.add_argument("--weights", default="best", choices=["best", "last"],
+                        help="which weights of the run directory to use")
+    parser.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy search")
+    parser.add_argument("--length-penalty", type=float, default=0.6,
+                        help="GNMT length penalty alpha (0 = none)")
+    parser.add_argument("--max-length-ratio", type=float, default=2.0,
+                        help="longest translation, as a multiple of the source length (+5)")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    parser.add_argument("--n-best", type=int, default=1,
+                        help="print the K best candidates as 'index ||| text ||| score'")
+    parser.add_argument("--plot-dir", help="write one attention heatmap per sentence here")
+    parser.add_argument("--plot-format", default="png", choices=["png", "svg", "pdf"])
+    parser.add_argument("--alignments", action="store_true",
+                        help="append word alignments in Pharaoh format: 'text ||| 0-0 1-2'")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per sentence: tokens, attention, score")
+    parser.add_argument("--ref", help="reference translations: report BLEU and chrF")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+    from nmt.errors import NmtError
+
+    try:
+        return run(args)
+    except NmtError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from nmt.errors import NmtError
+    from nmt.textio import read_sentences, stream_batches
+
+    if args.sentences and args.input:
+        raise NmtError("give sentences on the command line or -i FILE, not both")
+    if args.n_best > 1 and (args.json or args.alignments):
+        raise NmtError("--n-best cannot be combined with --json or --alignments")
+    references = read_sentences(args.ref) if args.ref else None
+    translator = load_translator(args.checkpoint, args.weights)
+    if args.sentences:
+        batches = iter([args.sentences])
+    elif args.input:
+        batches = iter([read_sentences(args.input)])
+    else:
+        batches = stream_batches(sys.stdin.fileno(), args.batch_size)
+    output = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    hypotheses: list[str] = []
+    try:
+        for texts in batches:
+            for chunk in translator.translate_batches(
+                    texts, beam=args.beam, alpha=args.length_penalty,
+                    max_length_ratio=args.max_length_ratio, batch_size=args.batch_size,
+                    n_best=args.n_best):
+                for translation in chunk:
+                    write_translation(output, translation, len(hypotheses), args)
+                    if args.plot_dir:
+                        write_plot(translator, translation, len(hypotheses), args)
+                    hypotheses.append(translation.text)
+                output.flush()
+    finally:
+        if args.output:
+            output.close()
+    if references is not None:
+        report_scores(hypotheses, references)
+    return 0
+
+
+def load_translator(checkpoint: str, weights: str):
+    from nmt.errors import CheckpointError
+    from nmt.translator import BEST_WEIGHTS_FILE, LAST_WEIGHTS_FILE, Translator
+
+    path = Path(checkpoint)
+    if not path.exists() and path == RELEASED_MODEL:
+        raise CheckpointError(
+            f"no released model at {RELEASED_MODEL}. Train one with "
+            "`python train.py --src de --tgt en --run-dir checkpoints/my-run` and pass "
+            "--checkpoint checkpoints/my-run")
+    return Translator.load(path, BEST_WEIGHTS_FILE if weights == "best" else LAST_WEIGHTS_FILE)
+
+
+def write_translation(output, translation, index: int, args) -> None:
+    from nmt.alignment import align, to_pharaoh
+
+    if args.json:
+        output.write(json.dumps(translation.to_json(), ensure_ascii=False) + "\n")
+    elif args.n_best > 1:
+        for text, score in translation.n_best:
+            output.write(f"{index} ||| {text} ||| {score:.4f}\n")
+    elif args.alignments:
+        source = [i for i, piece in enumerate(translation.source_tokens) if piece != "</s>"]
+        target = [i for i, piece in enumerate(translation.target_tokens) if piece != "</s>"]
+        weights = translation.attention[target][:, source]
+        pairs = align(weights, [translation.source_tokens[i] for i in source],
+                      [translation.target_tokens[i] for i in target])
+        output.write(f"{translation.text} ||| {to_pharaoh(pairs)}\n")
+    else:
+        output.write(translation.text + "\n")
+
+
+def write_plot(translator, translation, index: int, args) -> None:
+    from nmt.plotting import plot_attention, plot_filename, unique_path
+
+    config = translator.config.model
+    title = f"{config.score} attention ({config.attention_mode}), {translator.name}"
+    path = unique_path(Path(args.plot_dir) / plot_filename(index, translation.source,
+                                                           args.plot_format))
+    plot_attention(translation.attention, translation.source_tokens, translation.target_tokens,
+                   path, title=title, fmt=args.plot_format)
+
+
+def report_scores(hypotheses: list[str], references: list[str]) -> None:
+    from nmt.evaluation import corpus_scores, format_scores
+
+    print(format_scores(corpus_scores(hypotheses, references)), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
