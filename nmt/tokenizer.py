@@ -51,7 +51,7 @@ import sentencepiece
 import tensorflow as tf
 import tensorflow_text
 
-from nmt.errors import CheckpointError
+from nmt.errors import CheckpointError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +97,15 @@ def train_sentencepiece(
     _check_training_arguments(sentences, vocab_size, model_type, character_coverage)
     proto = io.BytesIO()
     sentencepiece.set_random_generator_seed(seed)
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_writer=proto,
-        **_trainer_options(vocab_size, model_type, character_coverage),
-    )
+    try:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=proto,
+            **_trainer_options(vocab_size, model_type, character_coverage),
+        )
+    except RuntimeError as error:  # e.g. fewer pieces than distinct characters
+        reason = str(error).split("]")[-1].strip()
+        raise DataError(f"cannot learn a {vocab_size}-piece vocabulary for {path}: {reason}")
     path = _write_atomically(Path(path), proto.getvalue())
     processor = sentencepiece.SentencePieceProcessor(model_proto=proto.getvalue())
     logger.info(

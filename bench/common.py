@@ -1,0 +1,51 @@
+"""Shared bench plumbing: machine facts, result files (JSON + Markdown table)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict:
+    """CPU model, cores, TensorFlow version and date, recorded with every result."""
+    import tensorflow as tf
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__,
+            "python": platform.python_version(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def write_results(name: str, payload: dict, headers: list[str], rows: list[list],
+                  results_dir: Path = RESULTS) -> tuple[Path, Path]:
+    """Write `<name>.json` (everything) and `<name>.md` (the table the README shows)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "machine": machine()}
+    json_path = results_dir / f"{name}.json"
+    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    m = payload["machine"]
+    lines += ["", f"{m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, {m['date']}"]
+    md_path = results_dir / f"{name}.md"
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return json_path, md_path
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
