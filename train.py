@@ -92,16 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config_file(path: str) -> dict:
     from nmt.errors import ConfigError
 
-    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else None
-    if text is None:
-        raise ConfigError(f"config file not found: {path}")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise ConfigError(f"config file not found: {path}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({error.reason} at byte "
+                          f"{error.start})") from error
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
     if path.endswith((".yaml", ".yml")):
+        import yaml
+
         try:
-            import yaml
-        except ImportError as error:
-            raise ConfigError("YAML config files need PyYAML (pip install pyyaml); "
-                              "or use JSON") from error
-        return yaml.safe_load(text) or {}
+            return yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            reason = " ".join(str(error).split())  # one line, for the one-line error
+            raise ConfigError(f"config file {path} is not valid YAML: {reason}") from error
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
@@ -109,13 +116,22 @@ def load_config_file(path: str) -> dict:
 
 
 def config_from_args(args: argparse.Namespace):
+    """The config file's values (if any) with the command-line flags on top."""
     from nmt.config import Config
+    from nmt.errors import ConfigError
 
     values = load_config_file(args.config) if args.config else {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {args.config}: expected an object with sections "
+                          f"model, data, train; received {values!r}")
     for section, name, *_ in OPTIONS:
         value = getattr(args, f"{section}.{name}")
-        if value is not None:
-            values.setdefault(section, {})[name] = value
+        if value is None:
+            continue
+        if not isinstance(values.setdefault(section, {}), dict):
+            raise ConfigError(f"config file {args.config}: section {section!r}: expected an "
+                              f"object, received {values[section]!r}")
+        values[section][name] = value
     return Config.from_dict(values)
 
 

@@ -98,7 +98,7 @@ class TrainConfig:
     """Optimisation and bookkeeping of a training run."""
 
     epochs: int = 20
-    time_budget: float | None = None  # minutes of wall time; training stops after the epoch
+    time_budget: float | None = None  # minutes of wall time; stops after the current batch
     batch_tokens: int = 4096  # target tokens per batch (padding included)
     learning_rate: float = 2e-3
     lr_schedule: str = "inverse_sqrt"

@@ -105,7 +105,8 @@ def train_sentencepiece(
         )
     except RuntimeError as error:  # e.g. fewer pieces than distinct characters
         reason = str(error).split("]")[-1].strip()
-        raise DataError(f"cannot learn a {vocab_size}-piece vocabulary for {path}: {reason}")
+        message = f"cannot learn a {vocab_size}-piece vocabulary for {path}: {reason}"
+        raise DataError(message) from error
     path = _write_atomically(Path(path), proto.getvalue())
     processor = sentencepiece.SentencePieceProcessor(model_proto=proto.getvalue())
     logger.info(

@@ -275,8 +275,9 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> dict:
     padding = buckets.padding_fraction(data.train.source.row_lengths().numpy(),
                                        data.train.target.row_lengths().numpy() - 1)
     logger.info("%d training pairs (%d too long dropped, %d empty dropped), %d validation "
-                "pairs; %d batches per epoch, padding %.1f%%", len(data.train),
-                data.train.dropped, data.empty_pairs_dropped, len(data.valid), steps,
+                "pairs (%d too long for the validation loss; BLEU uses all); %d batches per "
+                "epoch, padding %.1f%%", len(data.train), data.train.dropped,
+                data.empty_pairs_dropped, len(data.valid), data.valid.dropped, steps,
                 100 * padding)
 
     model = Seq2Seq(config.model)
@@ -295,9 +296,13 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> dict:
         logger.info("resuming %s after epoch %d", run_dir, int(epoch_variable.numpy()))
         metrics["epochs"] = [e for e in metrics.get("epochs", [])
                              if e["epoch"] <= int(epoch_variable.numpy())]
+        # A kill between writing metrics.json and the checkpoint leaves one epoch too many.
+        if metrics.get("best", {}).get("epoch", 0) > int(epoch_variable.numpy()):
+            metrics["best"] = max(metrics["epochs"], key=lambda e: e["val_bleu"], default=None)
     initial_epoch = int(epoch_variable.numpy())
     metrics.update(padding_fraction=padding, train_pairs=len(data.train),
                    dropped_long_pairs=data.train.dropped,
+                   dropped_long_valid_pairs=data.valid.dropped,
                    dropped_empty_pairs=data.empty_pairs_dropped,
                    batches_per_epoch=steps, parameters=int(model.count_params()))
 
