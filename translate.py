@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise NmtError("give sentences on the command line or -i FILE, not both")
     if args.n_best > 1 and (args.json or args.alignments):
         raise NmtError("--n-best cannot be combined with --json or --alignments")
+    if args.n_best > args.beam:
+        raise NmtError(f"--n-best ({args.n_best}) cannot exceed the beam size ({args.beam})")
     references = read_sentences(args.ref) if args.ref else None
     translator = load_translator(args.checkpoint, args.weights)
     if args.sentences:
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             for chunk in translator.translate_batches(
                     texts, beam=args.beam, alpha=args.length_penalty,
                     max_length_ratio=args.max_length_ratio, batch_size=args.batch_size,
-                    n_best=args.n_best):
+                    n_best=args.n_best, first_index=len(hypotheses)):
                 for translation in chunk:
                     write_translation(output, translation, len(hypotheses), args)
                     if args.plot_dir:
@@ -124,7 +126,7 @@ def write_translation(output, translation, index: int, args) -> None:
     if args.json:
         output.write(json.dumps(translation.to_json(), ensure_ascii=False) + "\n")
     elif args.n_best > 1:
-        for text, score in translation.n_best:
+        for text, score in translation.n_best or [("", 0.0)]:  # an empty line: one empty entry
             output.write(f"{index} ||| {text} ||| {score:.4f}\n")
     elif args.alignments:
         source = [i for i, piece in enumerate(translation.source_tokens) if piece != "</s>"]

@@ -36,15 +36,28 @@ def word_spans(pieces: Sequence[str]) -> list[int]:
     Returns:
         `[pieces]` 0-based word indexes, non-decreasing, starting at 0.
     """
-    words: list[int] = []
+    words: list[int | None] = []
     word = -1
     previous_special = False
+    pending_start = False  # a bare "▁" piece: the next piece starts a word
     for position, piece in enumerate(pieces):
         special = piece in SPECIAL_PIECES
-        if position == 0 or piece.startswith(WORD_START) or special or previous_special:
+        if piece == WORD_START:
+            pending_start = True
+            words.append(None)  # belongs to the word the next piece starts
+            continue
+        if (position == 0 or pending_start or piece.startswith(WORD_START) or special
+                or previous_special):
             word += 1
+        pending_start = False
         words.append(word)
         previous_special = special
+    following = max(word, 0)  # bare pieces at the end stay with the last word
+    for position in range(len(words) - 1, -1, -1):
+        if words[position] is None:
+            words[position] = following
+        else:
+            following = words[position]
     return words
 
 

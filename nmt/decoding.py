@@ -25,13 +25,16 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor) -> dict[str, 
 
     Args:
         model: a `Seq2Seq`. source: [batch, ts] ids (EOS-terminated, PAD-padded).
-        max_length: scalar, the most target tokens to produce (EOS included).
+        max_length: the most target tokens to produce (EOS included): a scalar, or one
+            limit per sentence [batch] so that a sentence's output does not depend on the
+            other sentences in its batch.
     Returns:
         tokens [batch, tt] (EOS then PAD), weights [batch, tt, ts], scores [batch] (sum of
         token log-probabilities), lengths [batch] (tokens up to and including EOS).
     """
     memory, state = model.encode(source, training=False)
     batch = tf.shape(source)[0]
+    max_lengths = tf.broadcast_to(tf.cast(max_length, tf.int32), [batch])
 
     def step(time, previous, state, finished, scores, tokens, weights):
         logits, state, step_weights = model.decode_step(previous, state, memory)
@@ -41,7 +44,7 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor) -> dict[str, 
         gain = tf.gather(log_probs, chosen, batch_dims=1)
         scores += tf.where(finished, 0.0, gain)
         step_weights = tf.where(finished[:, None], 0.0, step_weights)
-        finished |= tf.equal(chosen, EOS_ID)
+        finished |= tf.equal(chosen, EOS_ID) | (time + 1 >= max_lengths)
         return (time + 1, chosen, state, finished, scores, tokens.write(time, chosen),
                 weights.write(time, step_weights))
 
@@ -49,8 +52,8 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor) -> dict[str, 
                  tf.zeros([batch]), tf.TensorArray(tf.int32, size=0, dynamic_size=True),
                  tf.TensorArray(tf.float32, size=0, dynamic_size=True))
     _, _, _, _, scores, tokens, weights = tf.while_loop(
-        lambda time, _p, _s, finished, *_: (time < max_length) & ~tf.reduce_all(finished),
-        step, loop_vars)
+        lambda time, _p, _s, finished, *_: ~tf.reduce_all(finished),
+        step, loop_vars, shape_invariants=_batch_free(loop_vars))
     tokens = tf.transpose(tokens.stack())  # [batch, tt]
     return {
         "tokens": tokens,
@@ -75,6 +78,7 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
     """
     memory, state = model.encode(source, training=False)
     batch, k = tf.shape(source)[0], beam_size
+    max_lengths = tf.broadcast_to(tf.cast(max_length, tf.int32), [batch])[:, None]
     source_length = tf.shape(source)[1]
     # Every sentence gets k copies of its memory and state: batch-major [batch * k, ...].
     memory = tf.nest.map_structure(lambda t: tf.repeat(t, k, axis=0), memory)
@@ -100,7 +104,7 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
         log_probs = tf.gather(tf.reshape(candidates, [batch, -1]), best, batch_dims=1)
         lengths = tf.gather(new_lengths[:, :, 0], origin, batch_dims=1)
         was_finished = tf.gather(finished, origin, batch_dims=1)
-        finished = was_finished | tf.equal(chosen, EOS_ID)
+        finished = was_finished | tf.equal(chosen, EOS_ID) | (time + 1 >= max_lengths)
         state = tf.nest.map_structure(lambda t: tf.gather(t, rows), state)
         step_weights = tf.reshape(tf.gather(step_weights, rows), [batch, k, -1])
         step_weights = tf.where(was_finished[:, :, None], 0.0, step_weights)
@@ -113,11 +117,9 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
     loop_vars = (tf.constant(0), tf.fill([batch, k], BOS_ID), state, tf.zeros([batch, k], tf.bool),
                  log_probs, tf.zeros([batch, k], tf.int32),
                  tf.zeros([0, batch * k], tf.int32), tf.zeros([0, batch * k, source_length]))
-    invariants = (None, None, tf.nest.map_structure(lambda t: t.shape, state), None, None, None,
-                  tf.TensorShape([None, None]), tf.TensorShape([None, None, None]))
     _, _, _, _, log_probs, lengths, tokens, weights = tf.while_loop(
-        lambda time, _p, _s, finished, *_: (time < max_length) & ~tf.reduce_all(finished),
-        step, loop_vars, shape_invariants=_invariants(loop_vars, invariants))
+        lambda time, _p, _s, finished, *_: ~tf.reduce_all(finished),
+        step, loop_vars, shape_invariants=_batch_free(loop_vars))
     scores = log_probs / length_penalty(lengths, alpha)
     order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)
     time = tf.shape(tokens)[0]
@@ -132,10 +134,16 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
     }
 
 
-def _invariants(loop_vars, shapes):
-    return tuple(
-        tf.nest.map_structure(lambda t: tf.TensorShape(t.shape), var) if shape is None else shape
-        for var, shape in zip(loop_vars, shapes, strict=True))
+def _batch_free(loop_vars):
+    """Shape invariants with every dimension but the last unknown (batch and time vary)."""
+    def free(value):
+        if isinstance(value, tf.TensorArray):
+            return tf.TensorShape(None)
+        shape = tf.TensorShape(value.shape)
+        if shape.rank in (None, 0):
+            return shape
+        return tf.TensorShape([None] * (shape.rank - 1) + [shape[-1]])
+    return tf.nest.map_structure(free, loop_vars, expand_composites=False)
 
 
 def _lengths(tokens: tf.Tensor) -> tf.Tensor:

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -260,7 +261,7 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> dict:
     saved = run_dir / CONFIG_FILE
     if saved.exists():
         config = _resumed_config(Config.load(saved), config)
-    keras.utils.set_random_seed(config.train.seed)
+    seed_everything(config.train.seed)
     data = prepare_data(config, run_dir)
     config.validate().save(saved)
 
@@ -327,6 +328,20 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> dict:
                              config.train.epochs else "epochs")
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and Keras like `keras.utils.set_random_seed`, minus its
+    `tf.random.set_seed`: that clears TensorFlow's kernel cache, and with it the
+    sentencepiece resources of tokenizers already loaded in this process. Every TensorFlow
+    random op of training has its own seed (tf.data shuffle, Keras seed generators)."""
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+
+    global_state.set_global_attribute("global_random_seed", seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def _budget_spent(budget: TimeBudget) -> bool:

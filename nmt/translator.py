@@ -8,7 +8,6 @@ with tokens, scores and attention weights (for plots, alignments, JSON and the w
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,10 +64,10 @@ class Translator:
         self.config, self.model, self.name = config, model, name
         self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
         ids = tf.TensorSpec([None, None], tf.int32)
-        scalar_int = tf.TensorSpec([], tf.int32)
+        self._lengths_spec = tf.TensorSpec([None], tf.int32)
         self._greedy = tf.function(lambda source, max_length: greedy_search(model, source,
                                                                           max_length),
-                                   input_signature=[ids, scalar_int])
+                                   input_signature=[ids, self._lengths_spec])
         self._beams: dict[int, tf.types.experimental.GenericFunction] = {}
         self._scalar_float = tf.TensorSpec([], tf.float32)
 
@@ -98,8 +97,9 @@ class Translator:
         if beam < 1:
             raise NmtError(f"beam size must be >= 1, received {beam}")
         source = tf.convert_to_tensor(source, tf.int32)
-        max_length = tf.constant(int(math.ceil(max_length_ratio * source.shape[1])) + 5,
-                                 tf.int32)
+        # Each sentence's limit depends on its own length only, not on its batch mates.
+        own_lengths = np.count_nonzero(source.numpy() != PAD_ID, axis=1)
+        max_length = tf.constant(np.ceil(max_length_ratio * own_lengths).astype(np.int32) + 5)
         if beam == 1:
             result = {key: value.numpy() for key, value in self._greedy(source, max_length).items()}
             result = {key: value[:, None] for key, value in result.items()}
@@ -109,7 +109,7 @@ class Translator:
             self._beams[beam] = tf.function(
                 lambda source, max_length, alpha: beam_search(self.model, source, max_length,
                                                               beam, alpha),
-                input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
+                input_signature=[tf.TensorSpec([None, None], tf.int32), self._lengths_spec,
                                  self._scalar_float])
         result = self._beams[beam](source, max_length, tf.constant(alpha, tf.float32))
         return {key: value.numpy() for key, value in result.items()}
@@ -124,11 +124,13 @@ class Translator:
 
     def translate_batches(self, texts: Sequence[str], beam: int = 5, alpha: float = 0.6,
                           max_length_ratio: float = 2.0, batch_size: int = 64,
-                          n_best: int = 1) -> Iterator[list[Translation]]:
+                          n_best: int = 1, first_index: int = 0
+                          ) -> Iterator[list[Translation]]:
         """Like `translate`, but yields the results of `texts` chunk by chunk, in order.
 
         Sentences are sorted by length inside each chunk of `batch_size * 8` sentences so that
         batches are padded little; a caller streaming input gets output chunk by chunk.
+        `first_index` is the 0-based input position of `texts[0]` (for warnings).
         """
         if n_best > beam:
             raise NmtError(f"--n-best ({n_best}) cannot exceed the beam size ({beam})")
@@ -137,10 +139,12 @@ class Translator:
         chunk = batch_size * 8
         for start in range(0, len(texts), chunk):
             yield self._translate_chunk(list(texts[start:start + chunk]), beam, alpha,
-                                        max_length_ratio, batch_size, n_best)
+                                        max_length_ratio, batch_size, n_best,
+                                        first_index + start)
 
-    def _translate_chunk(self, texts, beam, alpha, max_length_ratio, batch_size, n_best):
-        ids, truncated = self.encode_sources(texts)
+    def _translate_chunk(self, texts, beam, alpha, max_length_ratio, batch_size, n_best,
+                         offset=0):
+        ids, truncated = self.encode_sources(texts, offset)
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         results: list[Translation | None] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
@@ -152,7 +156,8 @@ class Translator:
                                                    n_best, truncated[index])
         return results
 
-    def encode_sources(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+    def encode_sources(self, texts: Sequence[str],
+                       first_index: int = 0) -> tuple[list[list[int]], list[bool]]:
         """Source ids with EOS, truncated to MAX_SOURCE_TOKENS (flagged and logged)."""
         if not texts:
             return [], []
@@ -162,7 +167,7 @@ class Translator:
             cut = len(row) > MAX_SOURCE_TOKENS - 1
             if cut:
                 logger.warning("sentence %d has %d subword tokens; translating only the first "
-                               "%d", index + 1, len(row), MAX_SOURCE_TOKENS - 1)
+                               "%d", first_index + index + 1, len(row), MAX_SOURCE_TOKENS - 1)
             ids.append(row[:MAX_SOURCE_TOKENS - 1] + [EOS_ID])
             truncated.append(cut)
         return ids, truncated
