@@ -123,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="timed steps per setting")
     parser.add_argument("--tiny", action="store_true",
                         help="a tiny model and corpus slice: proves the script works")
+    parser.add_argument("--xla", default="on,off",
+                        help="comma-separated settings of jit_compile to measure")
     parser.add_argument("--results-dir", default=str(RESULTS))
     args = parser.parse_args(argv)
+    settings = [{"on": True, "off": False}[value] for value in args.xla.split(",")]
 
     from nmt.config import Config
     from nmt.pipeline import Buckets
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = matmul_peak(512 if args.tiny else 2048)
     flops = flops_per_target_token(config.model, source_lengths.mean() / target_lengths.mean(),
                                    float(source_lengths.mean()))
-    runs = [measure(config, data, jit, args.steps) for jit in (True, False)]
+    runs = [measure(config, data, jit, args.steps) for jit in settings]
     for run in runs:
         run["hardware_fraction"] = run["target_tokens_per_second"] * flops / (peak * 1e9)
     payload = {"config": config.to_dict(), "padding_fraction": padding,

@@ -243,9 +243,26 @@ def _epoch_record(epoch: int, logs: dict, train_seconds: float, wall_time: float
 
 
 def _save_weights_atomically(model: keras.Model, path: Path) -> None:
+    """Model weights only (no optimizer state), written to a temporary name then renamed."""
+    # A compiled model's save_weights also stores Adam's moments (3x the size), so copy
+    # the weights into an uncompiled twin and save that.
+    twin = _weights_twin(model)
+    twin.set_weights(model.get_weights())
     tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
-    model.save_weights(tmp, overwrite=True)
+    twin.save_weights(tmp, overwrite=True)
     os.replace(tmp, path)
+
+
+_TWINS: dict[int, keras.Model] = {}
+
+
+def _weights_twin(model: keras.Model) -> keras.Model:
+    if id(model) not in _TWINS:
+        twin = Seq2Seq(model.config)
+        twin.build()
+        _TWINS.clear()  # one training run at a time
+        _TWINS[id(model)] = twin
+    return _TWINS[id(model)]
 
 
 def _clock(seconds: float) -> str:

@@ -272,6 +272,14 @@ def test_run_directory_holds_everything(tiny_run):  # noqa: F811
     assert saved.model.src_vocab_size == Translator.load(tiny_run).source_tokenizer.vocab_size
 
 
+def test_weight_files_hold_no_optimizer_state(tiny_run):  # noqa: F811
+    # Optimizer state lives in resume/ only; best/last weights are what a release ships.
+    for name in ("best.weights.h5", "last.weights.h5"):
+        with h5py.File(tiny_run / name, "r") as weights:
+            assert "optimizer" not in weights, name
+            assert "encoder" in weights and "attention" in weights
+
+
 def test_metrics_has_a_record_per_epoch(tiny_run):  # noqa: F811
     metrics = read_metrics(tiny_run)
     records = metrics["epochs"]

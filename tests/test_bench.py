@@ -1,0 +1,49 @@
+"""The benchmark scripts run end to end in a tiny mode and write readable results."""
+
+from __future__ import annotations
+
+import json
+
+from bench import bench_quality, bench_train, bench_translate
+from tests.helpers import MULTI30K, multi30k_dir, tiny_run  # noqa: F401
+
+
+def read_results(directory, name):
+    payload = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+    table = (directory / f"{name}.md").read_text(encoding="utf-8")
+    return payload, table
+
+
+def test_bench_train_tiny_writes_json_and_markdown(tmp_path, multi30k_dir):  # noqa: F811
+    code = bench_train.main(["--tiny", "--xla", "off", "--data-dir", str(multi30k_dir),
+                             "--results-dir", str(tmp_path)])
+    assert code == 0
+    payload, table = read_results(tmp_path, "bench_train")
+    (run,) = payload["runs"]
+    assert run["jit_compile"] is False and run["target_tokens_per_second"] > 0
+    assert 0 < payload["padding_fraction"] < 1 and payload["matmul_peak_gflops"] > 0
+    assert payload["flops_per_target_token"] > 0 and payload["machine"]["cores"] >= 1
+    assert table.startswith("| XLA | target tokens/s") and "| off |" in table
+
+
+def test_bench_quality_matches_translate_scores(tmp_path, tiny_run, multi30k_dir):  # noqa: F811
+    code = bench_quality.main(["--checkpoint", str(tiny_run), "--data-dir", str(multi30k_dir),
+                               "--limit", "20", "--results-dir", str(tmp_path)])
+    assert code == 0
+    payload, table = read_results(tmp_path, "bench_quality")
+    assert [(r["split"], r["beam"]) for r in payload["runs"]] == [
+        ("val", 1), ("val", 5), ("test_2016_flickr", 1), ("test_2016_flickr", 5)]
+    assert all(r["sentences"] == 20 and 0 <= r["bleu"] <= 100 for r in payload["runs"])
+    assert "case:mixed" in payload["bleu_signature"] and "| test_2016_flickr |" in table
+
+
+def test_bench_translate_reports_every_setting(tmp_path, tiny_run, multi30k_dir):  # noqa: F811
+    code = bench_translate.main(["--checkpoint", str(tiny_run), "--data-dir", str(multi30k_dir),
+                                 "--limit", "16", "--cold-repeats", "1",
+                                 "--results-dir", str(tmp_path)])
+    assert code == 0
+    payload, table = read_results(tmp_path, "bench_translate")
+    assert {(r["beam"], r["batch_size"]) for r in payload["runs"]} == {(1, 1), (1, 64), (5, 1),
+                                                                        (5, 64)}
+    assert all(r["sentences_per_second"] > 0 for r in payload["runs"])
+    assert payload["cold_start_seconds"] > 0 and "cold start" in table
