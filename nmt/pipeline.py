@@ -99,6 +99,8 @@ def make_dataset(corpus: TokenizedCorpus, buckets: Buckets, shuffle: bool, seed:
 
     Shuffled (each epoch anew) and with full batches only when `shuffle` (training), so the
     step function sees exactly one shape per bucket; in order with partial batches otherwise.
+    The order follows `seed` and, as every tf.data shuffle does, TensorFlow's global seed
+    if the calling program set one (`train.py` does not).
     """
     drop_remainder = shuffle if drop_remainder is None else drop_remainder
     lengths = corpus.lengths
