@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nmt.errors import ConfigError
+from nmt.files import atomic_write_text
 
 ATTENTION_MODES = ("soft", "hard")
 LR_SCHEDULES = ("constant", "inverse_sqrt", "cosine")
@@ -175,20 +174,6 @@ class Config:
             return cls.from_dict(data)
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from error
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write text to a temporary file next to `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _require(ok: bool, name: str, expected: str, received: Any) -> None:

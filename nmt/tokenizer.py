@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +50,7 @@ import tensorflow as tf
 import tensorflow_text
 
 from nmt.errors import CheckpointError, DataError
+from nmt.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ def train_sentencepiece(
         reason = str(error).split("]")[-1].strip()
         message = f"cannot learn a {vocab_size}-piece vocabulary for {path}: {reason}"
         raise DataError(message) from error
-    path = _write_atomically(Path(path), proto.getvalue())
+    path = atomic_write_bytes(Path(path), proto.getvalue())
     processor = sentencepiece.SentencePieceProcessor(model_proto=proto.getvalue())
     logger.info(
         "Learned %d sentencepiece pieces (%s, asked for %d) from %d sentences into %s",
@@ -160,20 +159,6 @@ def _trainer_options(vocab_size: int, model_type: str, character_coverage: float
         "eos_piece": EOS_PIECE,
         "minloglevel": 2,
     }
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class SubwordTokenizer(tf.Module):

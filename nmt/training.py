@@ -29,9 +29,10 @@ import numpy as np
 import tensorflow as tf
 
 from nmt import data as corpus_data
-from nmt.config import Config, atomic_write_text
+from nmt.config import Config
 from nmt.errors import CheckpointError, DataError
 from nmt.evaluation import corpus_scores
+from nmt.files import atomic_write_text
 from nmt.model import Seq2Seq
 from nmt.pipeline import Buckets, TokenizedCorpus, make_dataset, tokenize_corpus
 from nmt.tokenizer import SubwordTokenizer, train_sentencepiece
