@@ -127,8 +127,3 @@ def make_dataset(corpus: TokenizedCorpus, buckets: Buckets, shuffle: bool, seed:
     dataset = dataset.map(lambda source, target_in, target_out: ((source, target_in), target_out))
     steps = buckets.batches_per_epoch(lengths, drop_remainder)
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
-
-
-def make_bucketed_batches(corpus: TokenizedCorpus, buckets: Buckets):
-    """Not shuffled, partial batches kept: for evaluation loss on the validation set."""
-    return make_dataset(corpus, buckets, shuffle=False)

@@ -393,8 +393,3 @@ def _load_metrics(run_dir: Path) -> dict:
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path} is not valid JSON ({error}); delete it to resume "
                               "without the earlier epochs' figures") from error
-
-
-def token_counts(corpus: TokenizedCorpus) -> np.ndarray:
-    """Target tokens (EOS included) of each pair: what tokens-per-second counts."""
-    return corpus.target.row_lengths().numpy() - 1
