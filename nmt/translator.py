@@ -151,9 +151,10 @@ class Translator:
             indexes = order[start:start + batch_size]
             batch = _pad([ids[i] for i in indexes])
             output = self.search(batch, beam, alpha, max_length_ratio)
+            strings = self._batch_strings(batch, output, n_best)
             for row, index in enumerate(indexes):
-                results[index] = self._translation(texts[index], ids[index], output, row,
-                                                   n_best, truncated[index])
+                results[index] = self._translation(texts[index], len(ids[index]), output,
+                                                   strings, row, truncated[index])
         return results
 
     def encode_sources(self, texts: Sequence[str],
@@ -172,26 +173,39 @@ class Translator:
             truncated.append(cut)
         return ids, truncated
 
-    def _translation(self, text, source_ids, output, row, n_best, truncated) -> Translation:
-        source_pieces = self.pieces(source_ids)
+    def _batch_strings(self, batch: np.ndarray, output: dict, n_best: int) -> dict:
+        """Translations and pieces of a whole batch, each in one tensorflow-text call."""
+        tokens = output["tokens"]  # [batch, beam, tt]
+        rows, _, time = tokens.shape
+        best = tf.constant(tokens[:, :n_best].reshape(-1, time))
+        texts = self.target_tokenizer.detokenize(best).numpy().reshape(rows, n_best)
+        return {
+            "texts": [[t.decode("utf-8") for t in row] for row in texts],
+            "source": _decoded(self.source_tokenizer.id_to_piece(tf.constant(batch))),
+            "target": _decoded(self.target_tokenizer.id_to_piece(tf.constant(tokens[:, 0]))),
+        }
+
+    def _translation(self, text, source_length, output, strings, row, truncated) -> Translation:
         if not text.strip():  # an empty line stays an empty line
             return Translation(text, "", [], [], np.zeros((0, 0)), 0.0, 0.0, truncated)
-        tokens = output["tokens"][row]  # [beam, tt]
-        texts = [t.decode("utf-8") for t in
-                 self.target_tokenizer.detokenize(tf.constant(tokens[:n_best])).numpy()]
         length = int(output["lengths"][row, 0])
-        target_ids = tokens[0, :length].tolist()
-        attention = output["weights"][row, 0, :length, :len(source_ids)]
-        scores = output["scores"][row]
-        return Translation(text, texts[0], source_pieces, self.pieces(target_ids, target=True),
-                           attention, float(scores[0]), float(output["log_probs"][row, 0]),
-                           truncated, [(t, float(s)) for t, s in zip(texts, scores, strict=False)])
+        texts, scores = strings["texts"][row], output["scores"][row]
+        return Translation(text, texts[0], strings["source"][row][:source_length],
+                           strings["target"][row][:length],
+                           output["weights"][row, 0, :length, :source_length],
+                           float(scores[0]), float(output["log_probs"][row, 0]), truncated,
+                           [(t, float(s)) for t, s in zip(texts, scores, strict=False)])
 
     def pieces(self, ids: Sequence[int], target: bool = False) -> list[str]:
         tokenizer = self.target_tokenizer if target else self.source_tokenizer
         if not ids:
             return []
         return [p.decode("utf-8") for p in tokenizer.id_to_piece(tf.constant(ids)).numpy()]
+
+
+def _decoded(pieces: tf.Tensor) -> list[list[str]]:
+    """A [batch, len] tensor of piece strings as Python lists."""
+    return [[piece.decode("utf-8") for piece in row] for row in pieces.numpy()]
 
 
 def _pad(rows: list[list[int]]) -> np.ndarray:
