@@ -4,6 +4,8 @@
     python translate.py "Ein Mann fährt Fahrrad." "Zwei Hunde spielen."
     python translate.py -i test.de -o test.en.hyp --ref test.en --plot-dir plots/
     cat sentences.txt | python translate.py --json
+    python translate.py serve --port 8000          # JSON API and web page
+    python translate.py export --out models/nmt/1   # SavedModel for TensorFlow Serving
 
 With no sentences and no -i, it reads standard input one sentence per line.
 """
@@ -25,6 +27,8 @@ RELEASED_MODEL = Path(__file__).resolve().parent / "checkpoints" / "multi30k-de-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Translate sentences with a trained nmt checkpoint.",
+        epilog="sub-command: `translate.py export --out DIR` writes a TensorFlow SavedModel "
+               "(see `translate.py export --help`)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: stdin)")
     parser.add_argument("-i", "--input", help="file with one sentence per line")
@@ -51,13 +55,79 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_serve_parser() -> argparse.ArgumentParser:
+    from nmt.service import ServiceLimits
+
+    limits = ServiceLimits()
+    parser = argparse.ArgumentParser(
+        prog="translate.py serve",
+        description="Serve a checkpoint over HTTP: POST /translate, GET /health, GET /info, "
+                    "and a web page of attention heatmaps at /.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", default=str(RELEASED_MODEL),
+                        help="run directory written by train.py")
+    parser.add_argument("--weights", default="best", choices=["best", "last"])
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on; anything but loopback is reachable from "
+                             "other machines, and there is no authentication")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--batch-window-ms", type=float, default=10.0,
+                        help="how long to collect concurrent requests into one decoder call")
+    parser.add_argument("--no-batching", action="store_true",
+                        help="translate every request on its own (for comparison)")
+    parser.add_argument("--max-sentences", type=int, default=limits.max_sentences,
+                        help="most sentences per request")
+    parser.add_argument("--max-chars", type=int, default=limits.max_sentence_chars,
+                        help="most characters per sentence")
+    parser.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes)
+    parser.add_argument("--beam", type=int, default=limits.default_beam,
+                        help="beam size when a request gives none")
+    return parser
+
+
+def serve_main(argv: list[str]) -> int:
+    from nmt.errors import NmtError
+    from nmt.service import ServiceLimits, check_host, ensure_port_free, serve
+
+    args = build_serve_parser().parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        raise NmtError(f"--port must be from 1 to 65535, received {args.port}")
+    for name in ("max_sentences", "max_chars", "max_body_bytes", "beam"):
+        if getattr(args, name) < 1:
+            raise NmtError(f"--{name.replace('_', '-')} must be >= 1")
+    limits = ServiceLimits(max_body_bytes=args.max_body_bytes, max_sentences=args.max_sentences,
+                           max_sentence_chars=args.max_chars,
+                           max_beam=max(ServiceLimits.max_beam, args.beam),
+                           default_beam=args.beam)
+    warning = check_host(args.host)
+    if warning:
+        print(warning, file=sys.stderr)
+    ensure_port_free(args.host, args.port)
+    translator = load_translator(args.checkpoint, args.weights)
+    serve(translator, args.host, args.port, limits, args.batch_window_ms / 1000.0,
+          batching=not args.no_batching, checkpoint=args.checkpoint)
+    return 0
+
+
+def export_main(argv: list[str]) -> int:
+    """`translate.py export --out DIR ...`: write a TensorFlow SavedModel (see nmt/export.py)."""
+    from nmt.export import build_parser as build_export_parser
+    from nmt.export import run as run_export
+
+    return run_export(build_export_parser(RELEASED_MODEL).parse_args(argv), load_translator)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     from nmt.errors import NmtError
 
     try:
-        return run(args)
+        if argv and argv[0] == "serve":
+            return serve_main(argv[1:])
+        if argv and argv[0] == "export":
+            return export_main(argv[1:])
+        return run(build_parser().parse_args(argv))
     except NmtError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -41,6 +41,7 @@ Translation"; Gowda & May 2020, "Finding the Optimal Vocabulary Size for NMT").
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,6 +162,9 @@ def _trainer_options(vocab_size: int, model_type: str, character_coverage: float
     }
 
 
+_OP_NUMBERS = itertools.count()
+
+
 class SubwordTokenizer(tf.Module):
     """In-graph sentencepiece tokenizer: strings to ids and back, usable in ``tf.function``.
 
@@ -181,8 +185,11 @@ class SubwordTokenizer(tf.Module):
         super().__init__(name=name)
         self._vocab_size = _checked_piece_count(model_proto)
         self._model_proto = bytes(model_proto)
+        # A name of its own: loading a SavedModel shares resource ops by name, and every
+        # unnamed tokenizer's op has the same one, so a source and a target tokenizer saved
+        # together would come back as one vocabulary.
         self._tokenizer = tensorflow_text.SentencepieceTokenizer(
-            model=model_proto, out_type=tf.int32
+            model=model_proto, out_type=tf.int32, name=f"sentencepiece_{next(_OP_NUMBERS)}"
         )
 
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bench import bench_quality, bench_train, bench_translate
+from bench import bench_quality, bench_serve, bench_train, bench_translate
 from tests.helpers import MULTI30K, multi30k_dir, tiny_run  # noqa: F401
 
 
@@ -47,3 +47,17 @@ def test_bench_translate_reports_every_setting(tmp_path, tiny_run, multi30k_dir)
                                                                         (5, 64)}
     assert all(r["sentences_per_second"] > 0 for r in payload["runs"])
     assert payload["cold_start_seconds"] > 0 and "cold start" in table
+
+
+def test_bench_serve_loads_the_server_with_and_without_batching(tmp_path, tiny_run,  # noqa: F811
+                                                                multi30k_dir):  # noqa: F811
+    code = bench_serve.main(["--checkpoint", str(tiny_run), "--data-dir", str(multi30k_dir),
+                             "--clients", "3", "--seconds", "2", "--beam", "2",
+                             "--results-dir", str(tmp_path)])
+    assert code == 0
+    payload, table = read_results(tmp_path, "bench_serve")
+    assert [r["batching"] for r in payload["runs"]] == [True, False]
+    for run in payload["runs"]:
+        assert run["errors"] == 0 and run["sentences"] > 0
+        assert 0 < run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"]
+    assert table.startswith("| request batching | sentences/s") and "| off |" in table

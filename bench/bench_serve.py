@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""A bounded load test of `translate.py serve` on loopback, with and without batching.
+
+    python bench/bench_serve.py --data-dir ../shared/corpora/multi30k
+
+Starts the server in a subprocess, then runs `--clients` concurrent clients for `--seconds`,
+each posting one test_2016_flickr sentence at a time and waiting for the answer. Reports
+sentences per second and p50/p95/p99 latency with request batching on and off.
+Writes bench/results/bench_serve.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO, RESULTS, write_results  # noqa: E402
+
+RELEASED = REPO / "checkpoints" / "multi30k-de-en"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(checkpoint: str, *options: str, startup_seconds: float = 180) -> Iterator[str]:
+    """A `translate.py serve` subprocess on a free loopback port; yields its base URL and
+    stops it with SIGINT afterwards."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(REPO / "translate.py"), "serve",
+                                "--checkpoint", checkpoint, "--port", str(port), *options],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_seconds
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("the server exited: " + process.stderr.read().decode()[-2000:])
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no answer within {startup_seconds} s") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def load(url: str, sentences: list[str], clients: int, seconds: float, beam: int) -> dict:
+    """Closed-loop load: each client sends its next sentence as soon as it has an answer."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def client(offset: int) -> None:
+        index = offset
+        while time.perf_counter() < stop_at:
+            payload = json.dumps({"text": sentences[index % len(sentences)], "beam": beam})
+            request = urllib.request.Request(url + "/translate", payload.encode("utf-8"),
+                                             {"Content-Type": "application/json"})
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    response.read()
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+            except (urllib.error.URLError, OSError):
+                with lock:
+                    errors[0] += 1
+            index += clients
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    ordered = sorted(latencies)
+
+    def percentile(p: float) -> float:
+        return 1000 * ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered \
+            else float("nan")
+
+    return {"sentences": len(latencies), "errors": errors[0], "seconds": round(elapsed, 2),
+            "sentences_per_second": len(latencies) / elapsed, "p50_ms": percentile(50),
+            "p95_ms": percentile(95), "p99_ms": percentile(99)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=str(RELEASED))
+    parser.add_argument("--data-dir", help="local Multi30k folder (no download)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=30.0, help="load duration per setting")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--batch-window-ms", type=float, default=10.0)
+    parser.add_argument("--results-dir", default=str(RESULTS))
+    args = parser.parse_args(argv)
+
+    from nmt.data import load_split
+
+    sentences = load_split("multi30k", "de", "en", "test_2016_flickr", data_dir=args.data_dir)[0]
+    runs = []
+    for batching in (True, False):
+        options = ["--batch-window-ms", str(args.batch_window_ms)]
+        options += [] if batching else ["--no-batching"]
+        with server(args.checkpoint, *options) as url:
+            load(url, sentences, args.clients, min(args.seconds, 3.0), args.beam)  # warm-up
+            result = load(url, sentences, args.clients, args.seconds, args.beam)
+        runs.append({"batching": batching, **result})
+        print(f"batching {'on ' if batching else 'off'}: {result['sentences_per_second']:.1f} "
+              f"sentences/s, p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms, "
+              f"p99 {result['p99_ms']:.0f} ms, {result['errors']} errors", file=sys.stderr)
+    payload = {"checkpoint": Path(args.checkpoint).name, "clients": args.clients,
+               "seconds": args.seconds, "beam": args.beam,
+               "batch_window_ms": args.batch_window_ms, "runs": runs}
+    rows = [["on" if r["batching"] else "off", r["sentences_per_second"], r["p50_ms"],
+             r["p95_ms"], r["p99_ms"], r["errors"]] for r in runs]
+    write_results("bench_serve", payload, ["request batching", "sentences/s", "p50 ms",
+                                           "p95 ms", "p99 ms", "errors"], rows,
+                  Path(args.results_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

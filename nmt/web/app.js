@@ -1,0 +1,454 @@
+// nmt web page: translate with the JSON API and draw each sentence's attention heatmap.
+// Plain JavaScript, no build step and no third-party code: the page works offline.
+//
+// The heatmap is a CSS grid: one `.cell` element per (target token, source token) pair,
+// carrying data-row, data-col, data-source, data-target and data-weight.
+
+"use strict";
+
+(() => {
+  const $ = (selector) => document.querySelector(selector);
+  const els = {
+    form: $("#form"),
+    source: $("#source"),
+    beam: $("#beam"),
+    button: $("#translate"),
+    buttonLabel: $("#translate .label"),
+    counter: $("#counter"),
+    error: $("#error"),
+    output: $("#output"),
+    meta: $("#meta"),
+    translation: $("#translation"),
+    heatmapCard: $("#heatmap-card"),
+    heatmap: $("#heatmap"),
+    toggle: $("#mode-toggle"),
+    tooltip: $("#tooltip"),
+    status: $("#status"),
+    statusText: $("#status-text"),
+  };
+
+  const LANGUAGES = {
+    de: "German", en: "English", fr: "French", cs: "Czech", es: "Spanish", it: "Italian",
+    nl: "Dutch", pt: "Portuguese", ro: "Romanian", ru: "Russian", tr: "Turkish",
+  };
+  const OPEN_HEATMAPS = 3; // later sentences' heatmaps are drawn when they are opened
+  const MIN_CELL = 14;
+  const MAX_CELL = 30;
+
+  const state = {
+    limits: { max_beam: 10, default_beam: 5, max_sentences: 64, max_sentence_chars: 1000 },
+    mode: "soft",
+    busy: false,
+    targetLanguage: "",
+  };
+
+  // ---------------------------------------------------------------- colour scale
+  // Light to dark, so that a cell's darkness is its weight (matches the legend bar).
+  const RAMP = [
+    [247, 249, 253], [219, 227, 247], [169, 185, 236], [112, 135, 223],
+    [68, 88, 201], [44, 54, 156], [27, 31, 94],
+  ];
+
+  function colour(weight) {
+    const w = Math.min(1, Math.max(0, Number(weight) || 0));
+    const x = w * (RAMP.length - 1);
+    const i = Math.min(Math.floor(x), RAMP.length - 2);
+    const f = x - i;
+    const rgb = RAMP[i].map((c, k) => Math.round(c + (RAMP[i + 1][k] - c) * f));
+    return `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
+  }
+
+  // ---------------------------------------------------------------------- tokens
+  /** A subword piece as a DOM node: "▁" (word start) is kept but shown quietly, and special
+   * tokens such as </s> get their own style. textContent stays the piece itself. */
+  function tokenNode(piece) {
+    const span = document.createElement("span");
+    span.className = "token";
+    if (/^<\/?[A-Za-z]+>$/.test(piece)) {
+      span.classList.add("special");
+      span.textContent = piece;
+    } else if (piece.startsWith("▁")) {
+      const marker = document.createElement("span");
+      marker.className = "ws";
+      marker.textContent = "▁";
+      span.append(marker, piece.slice(1));
+    } else {
+      span.textContent = piece;
+    }
+    return span;
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // ------------------------------------------------------------------ model info
+  async function getJSON(url) {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+    return response.json();
+  }
+
+  function formatCount(n) {
+    if (typeof n !== "number") return "—";
+    if (n >= 1e6) return `${(n / 1e6).toFixed(1)} M`;
+    if (n >= 1e3) return `${(n / 1e3).toFixed(0)} k`;
+    return String(n);
+  }
+
+  async function loadInfo() {
+    try {
+      const info = await getJSON("/info");
+      const model = info.config?.model ?? {};
+      const data = info.config?.data ?? {};
+      $("#model-name").textContent = info.checkpoint;
+      document.title = `${info.checkpoint} · nmt`;
+      const src = LANGUAGES[data.src] ?? data.src;
+      const tgt = LANGUAGES[data.tgt] ?? data.tgt;
+      if (src && tgt) {
+        $("#language-pair").textContent =
+          `${src} → ${tgt}` + (data.corpus ? ` · trained on ${data.corpus}` : "");
+        $("#source-label").textContent = `${src} text`;
+      }
+      $("#model-score").textContent = model.score ?? "—";
+      $("#model-attention").textContent = model.attention_mode ?? "—";
+      const bleu = info.metrics?.val_bleu;
+      $("#model-bleu").textContent = typeof bleu === "number" ? bleu.toFixed(1) : "—";
+      $("#model-params").textContent = formatCount(info.metrics?.parameters);
+      Object.assign(state.limits, info.limits ?? {});
+      state.targetLanguage = data.tgt ?? "";
+      if (data.src) els.source.lang = data.src;
+      fillBeams();
+      setStatus("ready", "ready");
+    } catch (error) {
+      fillBeams();
+      try {
+        const health = await getJSON("/health");
+        $("#model-name").textContent = health.checkpoint;
+        $("#model-score").textContent = health.score;
+        $("#model-attention").textContent = health.attention_mode;
+        setStatus("ready", "ready");
+      } catch {
+        setStatus("down", "unreachable");
+        showError("Cannot reach the translation server",
+                  `${error.message}. Is \`python translate.py serve\` still running?`);
+      }
+    }
+    updateCounter();
+  }
+
+  function fillBeams() {
+    const { max_beam: max, default_beam: chosen } = state.limits;
+    const current = Number(els.beam.value) || chosen;
+    els.beam.replaceChildren();
+    for (let beam = 1; beam <= max; beam += 1) {
+      const option = element("option", "", beam === 1 ? "1 (greedy)" : String(beam));
+      option.value = String(beam);
+      option.selected = beam === (current <= max ? current : chosen);
+      els.beam.append(option);
+    }
+  }
+
+  function setStatus(stateName, text) {
+    els.status.dataset.state = stateName;
+    els.statusText.textContent = text;
+  }
+
+  // ----------------------------------------------------------------- translating
+  function sentencesOf(text) {
+    return text.split(/\r?\n/).map((line) => line.trim()).filter(Boolean);
+  }
+
+  function updateCounter() {
+    const lines = sentencesOf(els.source.value);
+    const longest = Math.max(0, ...lines.map((line) => line.length));
+    let text = "";
+    if (lines.length > 1) text = `${lines.length} sentences`;
+    else if (lines.length === 1) text = `${lines[0].length} characters`;
+    if (longest > state.limits.max_sentence_chars) {
+      text += ` · a line is over ${state.limits.max_sentence_chars} characters`;
+    }
+    els.counter.textContent = text;
+  }
+
+  async function submit() {
+    if (state.busy) return;
+    updateCounter();
+    const lines = sentencesOf(els.source.value);
+    const beam = Number(els.beam.value) || state.limits.default_beam;
+    // One line: {"text"}; several: {"texts"}. An empty box is sent too, so that the
+    // server's own message explains what is wrong.
+    const body = lines.length > 1 ? { texts: lines, beam } : { text: lines[0] ?? "", beam };
+    setBusy(true);
+    hideError();
+    const started = performance.now();
+    try {
+      const response = await fetch("/translate", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(body),
+      });
+      let data = null;
+      try {
+        data = await response.json();
+      } catch {
+        data = null;
+      }
+      if (!response.ok || !data || data.error) {
+        const status = data?.error?.status ?? response.status;
+        const message = data?.error?.message ?? `${response.status} ${response.statusText}`;
+        showError(`The server refused the request (${status})`, message);
+        clearResults();
+        return;
+      }
+      render(data, performance.now() - started);
+    } catch (error) {
+      showError("Cannot reach the translation server",
+                `${error.message}. Is \`python translate.py serve\` still running?`);
+      clearResults();
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  function setBusy(busy) {
+    state.busy = busy;
+    els.button.disabled = busy;
+    els.button.classList.toggle("loading", busy);
+    els.button.setAttribute("aria-busy", String(busy));
+    els.buttonLabel.textContent = busy ? "Translating…" : "Translate";
+    document.body.classList.toggle("busy", busy);
+  }
+
+  function showError(title, message) {
+    els.error.replaceChildren(element("strong", "", title),
+                              element("span", "error-message", message));
+    els.error.hidden = false;
+  }
+
+  function hideError() {
+    els.error.hidden = true;
+    els.error.replaceChildren();
+  }
+
+  function clearResults() {
+    els.output.hidden = true;
+    els.heatmapCard.hidden = true;
+    els.translation.replaceChildren();
+    els.heatmap.replaceChildren();
+    hideTooltip();
+  }
+
+  // -------------------------------------------------------------------- results
+  function render(data, roundTrip) {
+    const items = data.translations;
+    const many = items.length > 1;
+    els.translation.classList.toggle("many", many);
+    els.translation.replaceChildren(...items.map((item, index) => {
+      const line = element("div", "translation-line");
+      if (many) line.append(element("span", "index", String(index + 1)));
+      const text = element("p", "translation-text", item.translation);
+      if (state.targetLanguage) text.lang = state.targetLanguage;
+      line.append(text);
+      return line;
+    }));
+    const sentences = many ? `${items.length} sentences · ` : "";
+    els.meta.textContent = `${sentences}beam ${data.beam} · ${Math.round(data.milliseconds)} ms ` +
+      `on the server (${Math.round(roundTrip)} ms in all)`;
+    els.output.hidden = false;
+    els.heatmapCard.hidden = false;
+    hideTooltip();
+    els.heatmap.replaceChildren(...items.map((item, index) => sentenceFigure(item, index, many)));
+    if (items.length > OPEN_HEATMAPS) {
+      els.heatmap.append(element("p", "more-note",
+        `The heatmaps of the first ${OPEN_HEATMAPS} sentences are open; click a sentence ` +
+        "to open or close its heatmap."));
+    }
+  }
+
+  function sentenceFigure(item, index, many) {
+    const details = element("details", "sentence");
+    details.dataset.index = String(index);
+    const summary = element("summary");
+    const pair = element("span", "sentence-pair");
+    if (many) pair.append(element("span", "index", `${index + 1}. `));
+    pair.append(element("span", "", item.source), element("span", "arrow", "→"),
+                element("strong", "", item.translation));
+    const stats = element("span", "sentence-stats",
+      `${item.target_tokens.length} × ${item.source_tokens.length} tokens · ` +
+      `score ${item.score.toFixed(2)} · log p ${item.log_prob.toFixed(2)}`);
+    summary.append(pair, stats);
+    if (item.truncated) {
+      const badge = element("span", "badge", "truncated at the length limit");
+      summary.append(badge);
+    }
+    const body = element("div", "grid-scroll");
+    details.append(summary, body);
+    const draw = () => {
+      if (details.open && !body.firstChild) body.append(heatmapGrid(item));
+    };
+    details.addEventListener("toggle", draw);
+    if (index < OPEN_HEATMAPS) {
+      details.open = true;
+      // Drawn at once (not on the asynchronous toggle event) so that it can be measured.
+      queueMicrotask(draw);
+    }
+    return details;
+  }
+
+  function cellSize(columns) {
+    const width = els.heatmap.clientWidth || 800;
+    const free = width - 190; // row labels and margin
+    return Math.max(MIN_CELL, Math.min(MAX_CELL, Math.floor(free / columns) - 1));
+  }
+
+  function heatmapGrid(item) {
+    const sources = item.source_tokens;
+    const targets = item.target_tokens;
+    const weights = item.attention;
+    const grid = element("div", "heatmap");
+    grid.setAttribute("role", "img");
+    grid.setAttribute("aria-label",
+      `attention of ${targets.length} target tokens over ${sources.length} source tokens`);
+    grid.style.setProperty("--cell", `${cellSize(sources.length)}px`);
+    grid.style.gridTemplateColumns = `auto repeat(${sources.length}, var(--cell))`;
+
+    grid.append(element("span", "axis-title", "target ↓   source →"));
+    sources.forEach((piece, col) => {
+      const label = element("div", "col-label");
+      label.dataset.col = String(col);
+      label.append(tokenNode(piece));
+      grid.append(label);
+    });
+    targets.forEach((target, row) => {
+      const label = element("div", "row-label");
+      label.dataset.row = String(row);
+      label.append(tokenNode(target));
+      grid.append(label);
+      const values = weights[row] ?? [];
+      let best = 0;
+      values.forEach((w, col) => { if (w > values[best]) best = col; });
+      sources.forEach((source, col) => {
+        const weight = Number(values[col] ?? 0);
+        const cell = element("div", "cell");
+        cell.dataset.row = String(row);
+        cell.dataset.col = String(col);
+        cell.dataset.source = source;
+        cell.dataset.target = target;
+        cell.dataset.weight = String(weight);
+        if (col === best) {
+          cell.dataset.argmax = "true";
+          if (state.mode === "argmax") cell.classList.add("marked");
+        }
+        cell.style.backgroundColor = colour(weight);
+        grid.append(cell);
+      });
+    });
+    return grid;
+  }
+
+  // ------------------------------------------------------------------------ mode
+  function setMode(mode) {
+    state.mode = mode;
+    const argmax = mode === "argmax";
+    els.toggle.dataset.mode = mode;
+    els.toggle.setAttribute("aria-checked", String(argmax));
+    els.heatmap.dataset.mode = mode;
+    els.heatmapCard.classList.toggle("argmax", argmax);
+    for (const cell of els.heatmap.querySelectorAll('.cell[data-argmax="true"]')) {
+      cell.classList.toggle("marked", argmax);
+    }
+  }
+
+  // --------------------------------------------------------------------- tooltip
+  let hovered = null;
+
+  function showTooltip(cell) {
+    if (hovered === cell) return;
+    clearHover();
+    hovered = cell;
+    cell.classList.add("focus");
+    const grid = cell.parentElement;
+    const { row, col } = cell.dataset;
+    grid.querySelector(`.row-label[data-row="${row}"]`)?.classList.add("hover");
+    grid.querySelector(`.col-label[data-col="${col}"]`)?.classList.add("hover");
+
+    const weight = Number(cell.dataset.weight);
+    const tip = els.tooltip;
+    tip.querySelector(".tip-source").replaceChildren(tokenNode(cell.dataset.source));
+    tip.querySelector(".tip-target").replaceChildren(tokenNode(cell.dataset.target));
+    tip.querySelector(".tip-weight").textContent =
+      `${weight.toFixed(4)} (${(100 * weight).toFixed(1)}%)`;
+    tip.querySelector(".tip-bar span").style.width = `${(100 * weight).toFixed(1)}%`;
+    tip.hidden = false;
+    placeTooltip();
+  }
+
+  function placeTooltip() {
+    if (!hovered) return;
+    const tip = els.tooltip;
+    const rect = hovered.getBoundingClientRect();
+    const box = tip.getBoundingClientRect();
+    let left = rect.right + 10;
+    if (left + box.width > window.innerWidth - 8) left = rect.left - box.width - 10;
+    let top = rect.top + rect.height / 2 - box.height / 2;
+    top = Math.max(8, Math.min(top, window.innerHeight - box.height - 8));
+    tip.style.left = `${Math.max(8, left)}px`;
+    tip.style.top = `${top}px`;
+  }
+
+  function clearHover() {
+    if (!hovered) return;
+    hovered.classList.remove("focus");
+    for (const label of hovered.parentElement?.querySelectorAll(".hover") ?? []) {
+      label.classList.remove("hover");
+    }
+    hovered = null;
+  }
+
+  function hideTooltip() {
+    clearHover();
+    els.tooltip.hidden = true;
+  }
+
+  // ---------------------------------------------------------------------- wiring
+  els.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submit();
+  });
+  els.source.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      submit();
+    }
+  });
+  els.source.addEventListener("input", updateCounter);
+  for (const chip of document.querySelectorAll("#examples .chip")) {
+    chip.addEventListener("click", () => {
+      els.source.value = chip.textContent;
+      updateCounter();
+      submit();
+    });
+  }
+  els.toggle.addEventListener("click", () => setMode(state.mode === "soft" ? "argmax" : "soft"));
+  els.heatmap.addEventListener("mouseover", (event) => {
+    const cell = event.target.closest?.(".cell");
+    if (cell) showTooltip(cell);
+    else hideTooltip();
+  });
+  els.heatmap.addEventListener("mouseleave", hideTooltip);
+  window.addEventListener("scroll", placeTooltip, { passive: true });
+  window.addEventListener("resize", () => {
+    for (const grid of els.heatmap.querySelectorAll(".heatmap")) {
+      const columns = grid.querySelectorAll(".col-label").length;
+      grid.style.setProperty("--cell", `${cellSize(columns)}px`);
+    }
+  });
+
+  setMode("soft");
+  loadInfo();
+  els.source.focus();
+})();
