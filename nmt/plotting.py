@@ -100,6 +100,8 @@ def plot_attention_grid(
     path: str | os.PathLike[str],
     title: str = "",
     fmt: str | None = None,
+    columns: int | None = None,
+    dpi: int = PNG_DPI,
 ) -> Path:
     """Draw several attention matrices side by side, e.g. one per model run.
 
@@ -112,6 +114,8 @@ def plot_attention_grid(
         path: destination file; must not exist yet.
         title: figure title above all panels.
         fmt: "png", "svg" or "pdf"; by default taken from the suffix of `path`.
+        columns: panels per row (default: all in one row); more panels wrap to new rows.
+        dpi: resolution of a PNG.
 
     Returns:
         The path written.
@@ -128,16 +132,20 @@ def plot_attention_grid(
             matrices.append(_check_weights(weights, source_tokens, target_tokens))
         except NmtError as error:
             raise NmtError(f"Panel {index} ({subtitle!r}): {error}") from None
-    widths = [_axis_inches(matrix.shape[1]) for matrix in matrices]
-    height = max(_axis_inches(matrix.shape[0]) for matrix in matrices)
-    figure = Figure(figsize=(sum(widths) + MARGIN_INCHES, height + 0.5), layout="constrained")
-    grid = figure.add_gridspec(1, len(panels), width_ratios=widths)
+    columns = len(panels) if columns is None else max(1, min(columns, len(panels)))
+    rows = -(-len(panels) // columns)
+    widths = [max(_axis_inches(m.shape[1]) for m in matrices[c::columns]) for c in range(columns)]
+    heights = [max(_axis_inches(m.shape[0]) for m in matrices[r * columns:(r + 1) * columns])
+               for r in range(rows)]
+    figure = Figure(figsize=(sum(widths) + MARGIN_INCHES, sum(heights) + 0.5 * rows),
+                    layout="constrained")
+    grid = figure.add_gridspec(rows, columns, width_ratios=widths, height_ratios=heights)
     image = None
     all_axes = []
     for index, ((subtitle, _, source_tokens, target_tokens), matrix) in enumerate(
         zip(panels, matrices, strict=True)
     ):
-        axes = figure.add_subplot(grid[0, index])
+        axes = figure.add_subplot(grid[index // columns, index % columns])
         font_size = _font_size(max(matrix.shape))
         drawn = _draw_heatmap(axes, matrix, source_tokens, target_tokens, font_size)
         image = drawn if drawn is not None else image
@@ -147,7 +155,7 @@ def plot_attention_grid(
         figure.colorbar(image, ax=all_axes, shrink=0.8)
     if title:
         figure.suptitle(_escape(title))
-    return _save(figure, path, fmt)
+    return _save(figure, path, fmt, dpi)
 
 
 def plot_filename(index: int, source_text: str, fmt: str = "png") -> str:
@@ -255,7 +263,8 @@ def _check_format(fmt: str) -> str:
     return name
 
 
-def _save(figure: Figure, path: str | os.PathLike[str], fmt: str | None) -> Path:
+def _save(figure: Figure, path: str | os.PathLike[str], fmt: str | None,
+          dpi: int = PNG_DPI) -> Path:
     """Write `figure` to a temporary file beside `path`, then move it into place."""
     path = Path(path)
     if fmt is None:
@@ -274,7 +283,7 @@ def _save(figure: Figure, path: str | os.PathLike[str], fmt: str | None) -> Path
     # A fresh name rather than mkstemp, so the plot gets the usual umask permissions.
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        figure.savefig(temporary, format=fmt, dpi=PNG_DPI, metadata=metadata)
+        figure.savefig(temporary, format=fmt, dpi=dpi, metadata=metadata)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

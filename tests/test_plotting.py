@@ -130,6 +130,17 @@ def test_grid_written(tmp_path):
         assert np.asarray(grid_image.convert("RGB")).std() > 0
 
 
+def test_grid_wraps_into_rows_at_the_given_resolution(tmp_path):
+    panels = [(f"run {i}", soft_weights(7, 7, seed=i), SOURCE, TARGET) for i in range(5)]
+    one_row = plot_attention_grid(panels, tmp_path / "row.png", dpi=60)
+    wrapped = plot_attention_grid(panels, tmp_path / "wrapped.png", columns=2, dpi=60)
+    sharper = plot_attention_grid(panels, tmp_path / "sharp.png", columns=2, dpi=120)
+    with Image.open(one_row) as row, Image.open(wrapped) as grid, Image.open(sharper) as sharp:
+        assert row.width > row.height and grid.height > grid.width  # 1 x 5 against 3 x 2
+        assert grid.width < row.width / 2
+        assert abs(sharp.width / grid.width - 2) < 0.1
+
+
 def test_grid_shape_mismatch_names_the_panel(tmp_path):
     panels = [("ok", np.eye(7), SOURCE, TARGET), ("bad", np.eye(3), SOURCE, TARGET)]
     with pytest.raises(NmtError, match=r"Panel 1 \('bad'\)"):
