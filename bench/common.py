@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import platform
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -14,19 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def machine() -> dict:
     """CPU model, cores, TensorFlow version and date, recorded with every result."""
-    import tensorflow as tf
+    from nmt.machine import machine_facts
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__,
-            "python": platform.python_version(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    return {**machine_facts(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
 def write_results(name: str, payload: dict, headers: list[str], rows: list[list],
