@@ -57,7 +57,9 @@ OPTIONS = [
     ("train", "batch_tokens", "--batch-tokens", int,
      "tokens per batch, padding included (batch size = budget / bucket length)"),
     ("train", "learning_rate", "--learning-rate", float, "peak learning rate of Adam"),
-    ("train", "lr_schedule", "--lr-schedule", str, "constant, inverse_sqrt or cosine"),
+    ("train", "lr_schedule", "--lr-schedule", str,
+     "constant, inverse_sqrt, or cosine (anneals by the end of --epochs or --time-budget, "
+     "whichever comes first)"),
     ("train", "warmup_steps", "--warmup-steps", int, "linear warm-up steps"),
     ("train", "label_smoothing", "--label-smoothing", float, "label smoothing epsilon"),
     ("train", "clip_norm", "--clip-norm", float, "global gradient-norm clipping"),
@@ -65,6 +67,9 @@ OPTIONS = [
     ("train", "patience", "--patience", int,
      "early stopping: epochs without a better validation BLEU"),
     ("train", "jit_compile", "--jit-compile", "bool", "compile the training step with XLA"),
+    ("train", "mixed_precision", "--mixed-precision", "bool",
+     "compute in float16 (weights, softmax and loss stay float32; dynamic loss scaling): "
+     "for GPUs, slower than float32 on most CPUs"),
     ("train", "valid_beam", "--valid-beam", int, "beam size for validation BLEU (1 = greedy)"),
 ]
 
@@ -79,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="require --run-dir to exist and continue it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--distribute", choices=["none", "mirrored", "multi-worker"],
+                        default="none",
+                        help="tf.distribute strategy: mirrored = every local GPU (or the CPU); "
+                        "multi-worker = the machines listed in the TF_CONFIG environment "
+                        "variable, one process each, the same command on every machine")
+    parser.add_argument("--collective-timeout", type=float, default=600.0,
+                        help="multi-worker: seconds a worker waits for the others in one "
+                        "collective op before giving up (must exceed the chief's validation)")
     for section, name, flag, kind, text in OPTIONS:
         dest = f"{section}.{name}"
         if kind == "bool":
@@ -138,16 +151,20 @@ def config_from_args(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from nmt.distribute import is_chief, is_worker_failure, make_strategy
     from nmt.errors import NmtError
 
     try:
+        # First: a multi-worker strategy must exist before TensorFlow runs any op.
+        strategy = make_strategy(args.distribute, args.collective_timeout)
         from nmt.training import train
 
         config = config_from_args(args)
         run_dir = args.run_dir or default_run_dir(config)
-        if args.resume and not Path(run_dir, "config.json").exists():
+        chief = is_chief(strategy)
+        if args.resume and chief and not Path(run_dir, "config.json").exists():
             raise NmtError(f"--resume: no run to resume in {run_dir}")
-        metrics = train(config, run_dir, progress=not args.quiet)
+        metrics = train(config, run_dir, progress=not args.quiet, strategy=strategy)
     except NmtError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
@@ -155,6 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: run it again with the same --run-dir to resume from the last "
               "finished epoch", file=sys.stderr)
         return 130
+    except Exception as error:
+        if args.distribute != "multi-worker" or not is_worker_failure(error):
+            raise
+        reason = " ".join(str(error).split())[:300]
+        print(f"error: lost contact with another worker ({type(error).__name__}: {reason}); "
+              "start every worker again with the same TF_CONFIG and --run-dir to resume from "
+              "the chief's last finished epoch", file=sys.stderr)
+        return 3
+    if not chief:
+        print("worker finished; the chief's run directory holds the results", file=sys.stderr)
+        return 0
     best = metrics.get("best") or {}
     print(f"run directory: {run_dir}\nbest validation BLEU {best.get('val_bleu', float('nan')):.2f}"
           f" (epoch {best.get('epoch', '-')})", file=sys.stderr)

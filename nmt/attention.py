@@ -90,7 +90,8 @@ class GeneralScore(Score):
                                        initializer="glorot_uniform")
 
     def prepare_keys(self, keys):
-        return tf.matmul(keys, self.kernel, transpose_b=True)  # W k: [batch, ts, dq]
+        kernel = tf.cast(self.kernel, keys.dtype)  # float16 under a mixed precision policy
+        return tf.matmul(keys, kernel, transpose_b=True)  # W k: [batch, ts, dq]
 
     def __call__(self, query, keys):
         return tf.matmul(query, keys, transpose_b=True)
@@ -120,7 +121,7 @@ class CosineScore(Score):
 
     def __call__(self, query, keys):
         query = tf.math.l2_normalize(query, axis=-1)
-        return self.scale * tf.matmul(query, keys, transpose_b=True)
+        return tf.cast(self.scale, query.dtype) * tf.matmul(query, keys, transpose_b=True)
 
 
 @register_score("additive")
@@ -137,12 +138,12 @@ class AdditiveScore(Score):
                                        initializer="glorot_uniform")
 
     def prepare_keys(self, keys):
-        return tf.matmul(keys, self.key_kernel)  # W2 k: [batch, ts, units]
+        return tf.matmul(keys, tf.cast(self.key_kernel, keys.dtype))  # W2 k: [batch, ts, units]
 
     def __call__(self, query, keys):
-        query = tf.matmul(query, self.query_kernel)  # W1 q: [batch, tq, units]
+        query = tf.matmul(query, tf.cast(self.query_kernel, query.dtype))  # W1 q: [b, tq, u]
         hidden = tf.tanh(query[:, :, None, :] + keys[:, None, :, :])  # [batch, tq, ts, units]
-        return tf.einsum("bqsu,u->bqs", hidden, self.vector)
+        return tf.einsum("bqsu,u->bqs", hidden, tf.cast(self.vector, hidden.dtype))
 
 
 @keras.saving.register_keras_serializable(package="nmt")
@@ -165,7 +166,10 @@ class Attention(keras.layers.Layer):
         mask [batch, ts] boolean, True for a real source token.
     Returns:
         context [batch, tq, dv] and weights [batch, tq, ts]; each weight row sums to 1 over
-        the unmasked positions and is exactly 0 at masked ones.
+        the unmasked positions and is exactly 0 at masked ones. The weights are float32 under
+        any dtype policy: scores are normalised in float32 (a float16 softmax over long rows
+        loses the small weights and its masking constant would overflow), and the context is
+        computed in the values' dtype.
     """
 
     def __init__(self, score: str = "additive", mode: str = "soft", units: int | None = None,
@@ -209,11 +213,14 @@ class Attention(keras.layers.Layer):
         # 2. Normalise the scores into weights.
         weights = self.normalise(scores, mask, training)  # [batch, tq, ts]
         # 3. Weighted sum of the values.
-        context = tf.matmul(weights, values)  # [batch, tq, dv]
+        context = tf.matmul(tf.cast(weights, values.dtype), values)  # [batch, tq, dv]
         return context, weights
 
     def normalise(self, scores, mask=None, training=False):
-        """Masked softmax (soft) or a one-hot choice (hard); masked weights are exactly 0."""
+        """Masked softmax (soft) or a one-hot choice (hard); masked weights are exactly 0.
+
+        Always in float32, whatever the dtype of `scores`."""
+        scores = tf.cast(scores, tf.float32)
         if mask is not None:
             mask = tf.cast(mask, tf.bool)[:, None, :]  # [batch, 1, ts]
             scores = tf.where(mask, scores, _large_negative(scores.dtype))

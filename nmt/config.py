@@ -107,6 +107,8 @@ class TrainConfig:
     seed: int = 1234
     patience: int = 4  # epochs without a better validation BLEU before stopping
     jit_compile: bool = True
+    # float16 computation, float32 weights, softmax and loss, with dynamic loss scaling
+    mixed_precision: bool = False
     bucket_boundaries: list[int] = field(default_factory=lambda: [12, 16, 20, 26, 34, 48, 64])
     valid_beam: int = 1  # decoding used for validation BLEU (1 = greedy)
 

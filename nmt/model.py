@@ -140,7 +140,8 @@ class Seq2Seq(keras.Model):
         attentional = self.combine(tf.concat([hidden, context], axis=-1))
         features = self.dropout(attentional, training=training)
         if self.config.tie_embeddings:
-            logits = tf.matmul(features, self.target_embedding.embeddings, transpose_b=True)
+            embeddings = tf.cast(self.target_embedding.embeddings, features.dtype)
+            logits = tf.matmul(features, embeddings, transpose_b=True)
         else:
             logits = self.output_layer(features)
         return attentional, logits
@@ -175,8 +176,8 @@ class Seq2Seq(keras.Model):
             return logits, weights, new_state
 
         batch, source_length = tf.shape(target_in)[0], tf.shape(memory["values"])[1]
-        initial = (tf.zeros([batch, self.config.tgt_vocab_size]),
-                   tf.zeros([batch, source_length]), state)
+        initial = (tf.zeros([batch, self.config.tgt_vocab_size], self.compute_dtype),
+                   tf.zeros([batch, source_length]), state)  # attention weights are float32
         logits, weights, _ = tf.scan(step, tf.transpose(target_in), initializer=initial)
         return tf.transpose(logits, [1, 0, 2]), tf.transpose(weights, [1, 0, 2])
 
@@ -191,31 +192,70 @@ class Seq2Seq(keras.Model):
 
     # ------------------------------------------------------------------------ training
     def train_step(self, data):
+        """One step on this replica's share of the global batch (see `nmt.distribute`).
+
+        The loss is the token mean over the whole global batch: this replica's summed token
+        loss over the token count of all replicas. The replicas' gradients are summed here,
+        before the optimizer clips them (or, with loss scaling, tests them for inf/NaN).
+        """
         (source, target_in), target_out = data
+        replicas = _replicas_in_sync()
+        if replicas > 1 and not getattr(getattr(self.optimizer, "inner_optimizer",
+                                                self.optimizer),
+                                        "gradients_summed_by_caller", False):
+            raise ValueError("training on several replicas needs an optimizer that does not "
+                             "all-reduce gradients again: nmt.distribute.ReplicaSummedAdam")
         with tf.GradientTape() as tape:
             logits, _ = self((source, target_in), training=True)
             sums = token_losses(logits, target_out, tf.not_equal(target_out, PAD_ID),
                                 self.label_smoothing)
-            loss = sums["loss"] / tf.maximum(sums["tokens"], 1.0)
-        gradients = tape.gradient(loss, self.trainable_variables)
+            totals = _global_sums(sums, replicas)
+            loss = sums["loss"] / tf.maximum(totals["tokens"], 1.0)
+            scaled_loss = self.optimizer.scale_loss(loss)  # loss scaling in mixed precision
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        if replicas > 1:
+            gradients = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, gradients)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
-        return self._update_metrics(sums)
+        return self._update_metrics(totals, replicas)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Nothing to build once `build()` has run and the optimizer is built. (Under a
+        tf.distribute strategy Keras would pull a batch to build symbolically and pass the
+        nested batch to `strategy.reduce`, which MultiWorkerMirroredStrategy rejects.)"""
+        optimizer = getattr(self, "optimizer", None)
+        if self.built and (optimizer is None or optimizer.built):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def test_step(self, data):
         (source, target_in), target_out = data
         logits, _ = self((source, target_in), training=False)
         sums = token_losses(logits, target_out, tf.not_equal(target_out, PAD_ID),
                             self.label_smoothing)
-        return self._update_metrics(sums)
+        replicas = _replicas_in_sync()
+        return self._update_metrics(_global_sums(sums, replicas), replicas)
 
-    def _update_metrics(self, sums):
-        """Token-weighted running means: loss, nll (log perplexity), accuracy; token count."""
+    def _update_metrics(self, sums, replicas: int = 1):
+        """Token-weighted running means: loss, nll (log perplexity), accuracy; token count.
+
+        `sums` are the global batch's; with several replicas each one records a 1/replicas
+        share, so Keras's cross-replica reads (sums over replicas) give the global figures
+        and every replica's own results are the global means."""
         tokens = sums["tokens"]
-        self.loss_tracker.update_state(sums["loss"] / tf.maximum(tokens, 1.0), tokens)
-        self.nll_tracker.update_state(sums["nll"] / tf.maximum(tokens, 1.0), tokens)
-        self.accuracy_tracker.update_state(sums["correct"] / tf.maximum(tokens, 1.0), tokens)
-        self.token_counter.update_state(tokens)
-        return {metric.name: metric.result() for metric in self.metrics}
+        share = tokens / replicas if replicas > 1 else tokens
+        self.loss_tracker.update_state(sums["loss"] / tf.maximum(tokens, 1.0), share)
+        self.nll_tracker.update_state(sums["nll"] / tf.maximum(tokens, 1.0), share)
+        self.accuracy_tracker.update_state(sums["correct"] / tf.maximum(tokens, 1.0), share)
+        self.token_counter.update_state(share)
+        logs = {metric.name: metric.result() for metric in self.metrics}
+        if replicas > 1:  # identical on every replica
+            logs["tokens"] = logs["tokens"] * replicas
+        if _several_workers():
+            # Keras averages a step's logs across workers with strategy.reduce(MEAN, axis=0),
+            # which needs an axis (and returns scalars).
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     @property
     def metrics(self):
@@ -231,6 +271,31 @@ class Seq2Seq(keras.Model):
         config = dict(config)
         model_config = ModelConfig(**config.pop("config"))
         return cls(model_config, **config)
+
+
+def _replicas_in_sync() -> int:
+    replica = tf.distribute.get_replica_context()
+    return replica.num_replicas_in_sync if replica is not None else 1
+
+
+def _several_workers() -> bool:
+    """Whether the current strategy spans several processes (MultiWorkerMirroredStrategy)."""
+    resolver = getattr(tf.distribute.get_strategy(), "cluster_resolver", None)
+    if resolver is None:
+        return False
+    spec = resolver.cluster_spec().as_dict()
+    return len(spec.get("chief", [])) + len(spec.get("worker", [])) > 1
+
+
+def _global_sums(sums: dict[str, tf.Tensor], replicas: int) -> dict[str, tf.Tensor]:
+    """The sums over all replicas' shares of the global batch (one all-reduce), without
+    gradient: each replica differentiates only its own share."""
+    if replicas == 1:
+        return sums
+    names = sorted(sums)
+    totals = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.stop_gradient(tf.stack([sums[n] for n in names])))
+    return dict(zip(names, tf.unstack(totals), strict=True))
 
 
 def build_model(config: ModelConfig) -> Seq2Seq:

@@ -10,16 +10,23 @@ A run directory holds everything `translate.py` needs and everything a resumed r
     metrics.json         per-epoch figures and wall time
     resume/              tf.train.CheckpointManager: model + optimizer + epoch, for --resume
     logs/                TensorBoard
+
+With a `tf.distribute` strategy (`nmt.distribute`, `train.py --distribute`) only the chief
+reads and writes the run directory; the other workers get the run's config, tokenizers and
+resumed state from the chief at start-up and write nothing there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +37,18 @@ import tensorflow as tf
 
 from nmt import data as corpus_data
 from nmt.config import Config
+from nmt.distribute import (
+    MIXED_POLICY,
+    ChiefBroadcast,
+    ReplicaSummedAdam,
+    distribute_batches,
+    dtype_policy,
+    is_chief,
+    replicas,
+    strategy_scope,
+    warn_if_float16_on_cpu,
+    weights_fingerprint,
+)
 from nmt.errors import CheckpointError, DataError
 from nmt.evaluation import corpus_scores
 from nmt.files import atomic_write_text
@@ -128,20 +147,64 @@ class WarmupInverseSqrt(keras.optimizers.schedules.LearningRateSchedule):
         return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
 
 
-def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam with global gradient-norm clipping and the configured schedule."""
+def make_optimizer(config: Config, steps_per_epoch: int,
+                   summed_gradients: bool = False) -> keras.optimizers.Optimizer:
+    """Adam with global gradient-norm clipping and the configured schedule.
+
+    `cosine` keeps a plain learning-rate variable that `CosineOverBudget` sets before
+    every step, because its decay follows the time budget as well as the step count.
+    `summed_gradients`: under a tf.distribute strategy the train step sums the replicas'
+    gradients itself (`nmt.distribute.ReplicaSummedAdam`). With mixed precision the
+    optimizer is wrapped in Keras's dynamic LossScaleOptimizer.
+    """
     t = config.train
     if t.lr_schedule == "inverse_sqrt":
         rate = WarmupInverseSqrt(t.learning_rate, t.warmup_steps)
-    elif t.lr_schedule == "cosine":
-        total = max(1, t.epochs * steps_per_epoch - t.warmup_steps)
-        rate = keras.optimizers.schedules.CosineDecay(
-            0.0 if t.warmup_steps else t.learning_rate, total, alpha=0.05,
-            warmup_target=t.learning_rate if t.warmup_steps else None,
-            warmup_steps=t.warmup_steps)
     else:
         rate = t.learning_rate
-    return keras.optimizers.Adam(rate, global_clipnorm=t.clip_norm)
+    adam = ReplicaSummedAdam if summed_gradients else keras.optimizers.Adam
+    optimizer = adam(rate, global_clipnorm=t.clip_norm)
+    if t.mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def cosine_rate(peak: float, warmup_steps: int, step: int, progress: float,
+                floor: float = 0.02) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine decay from `peak` to `floor * peak`
+    as `progress` (0..1, the share of the run done) goes from its warm-up value to 1."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = min(max(progress, 0.0), 1.0)
+    return peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+class CosineOverBudget(keras.callbacks.Callback):
+    """Sets the learning rate before each step from the run's progress: the larger of the
+    share of steps done (epochs x batches per epoch) and the share of the time budget used.
+    A time-limited run therefore anneals fully by the end of its budget on any machine."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int,
+                 budget: TimeBudget):
+        super().__init__()
+        self.peak, self.warmup_steps = peak, warmup_steps
+        self.total_steps, self.budget = max(total_steps, 1), budget
+        self.rates: list[float] = []
+
+    def progress(self, step: int) -> float:
+        done = step / self.total_steps
+        if self.budget.limit:
+            done = max(done, self.budget.clock() / self.budget.limit)
+        return done
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        rate = cosine_rate(self.peak, self.warmup_steps, step, self.progress(step))
+        self.model.optimizer.learning_rate.assign(rate)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
 
 
 # ------------------------------------------------------------------------- callbacks
@@ -160,18 +223,23 @@ class ProgressBar(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.enabled:
-            rate = float(logs["tokens"]) / max(time.perf_counter() - self.start, 1e-9)
-            self.bar.update(batch + 1, [("loss", float(logs["loss"])), ("tok/s", round(rate))])
+            tokens, loss = _scalar(logs["tokens"]), _scalar(logs["loss"])
+            rate = tokens / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.update(batch + 1, [("loss", loss), ("tok/s", round(rate))])
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stop training (after the current batch) once `minutes` of wall time are used."""
+    """Stop training (after the current batch) once `minutes` of wall time are used.
 
-    def __init__(self, minutes: float | None, already_used_seconds: float = 0.0):
+    `agree` (several workers): maps this worker's elapsed seconds to the chief's, fetched
+    before every batch, so that every worker stops after the same batch."""
+
+    def __init__(self, minutes: float | None, already_used_seconds: float = 0.0, agree=None):
         super().__init__()
         self.limit = None if minutes is None else minutes * 60.0
         self.used = already_used_seconds
         self.exhausted = False
+        self.agree, self.agreed = agree, None
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
@@ -179,8 +247,16 @@ class TimeBudget(keras.callbacks.Callback):
     def elapsed(self) -> float:
         return self.used + time.perf_counter() - self.start
 
+    def clock(self) -> float:
+        """The elapsed seconds that decisions use: the chief's when workers agree on it."""
+        return self.elapsed() if self.agreed is None else self.agreed
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.agree is not None:
+            self.agreed = self.agree(self.elapsed())
+
     def on_train_batch_end(self, batch, logs=None):
-        if self.limit is not None and self.elapsed() >= self.limit:
+        if self.limit is not None and self.clock() >= self.limit:
             self.exhausted = True
             self.model.stop_training = True
 
@@ -204,6 +280,8 @@ class RunKeeper(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         train_seconds = time.perf_counter() - self.epoch_start
+        if self.translator.model is not self.model:  # a float32 twin outside the strategy
+            self.translator.model.set_weights(self.model.get_weights())
         hypotheses = [t.text for t in self.translator.translate(self.sources, beam=self.beam,
                                                                 batch_size=128)]
         scores = corpus_scores(hypotheses, self.references)
@@ -230,10 +308,47 @@ class RunKeeper(keras.callbacks.Callback):
                     "  (best)" if improved else "")
 
 
+class WorkerCheckpoint(keras.callbacks.Callback):
+    """A non-chief worker's part in the chief's end-of-epoch checkpoint: every worker must
+    take part in a save (it reads variables aggregated across workers), so the others save
+    to a scratch directory and delete it, as TensorFlow's multi-worker guide does."""
+
+    def __init__(self, checkpoint: tf.train.Checkpoint, epoch_variable: tf.Variable,
+                 scratch: Path):
+        super().__init__()
+        self.checkpoint, self.epoch_variable, self.scratch = checkpoint, epoch_variable, scratch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_variable.assign(epoch + 1)
+        folder = self.scratch / "resume"
+        tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=1).save(
+            checkpoint_number=epoch + 1)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class SharedValidation(keras.callbacks.Callback):
+    """Puts the chief's validation BLEU and chrF into every worker's logs, so that early
+    stopping takes the same decision on every worker."""
+
+    def __init__(self, sync: ChiefBroadcast):
+        super().__init__()
+        self.sync = sync
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["val_bleu"], logs["val_chrf"] = self.sync.floats(
+                [float(logs.get("val_bleu", 0.0)), float(logs.get("val_chrf", 0.0))])
+
+
+def _scalar(value) -> float:
+    """A log value as a float (a step's logs have shape [1] under a tf.distribute strategy)."""
+    return float(np.reshape(value, -1)[0])
+
+
 def _epoch_record(epoch: int, logs: dict, train_seconds: float, wall_time: float) -> dict:
     record = {"epoch": epoch + 1}
     for key, value in logs.items():
-        record[key] = float(value)
+        record[key] = _scalar(value)
     record["ppl"] = math.exp(min(record["nll"], 50.0))
     if "val_nll" in record:
         record["val_ppl"] = math.exp(min(record["val_nll"], 50.0))
@@ -272,16 +387,36 @@ def _clock(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------------- train
-def train(config: Config, run_dir: str | Path, progress: bool = True) -> dict:
-    """Train (or resume) the run in `run_dir`; returns the final metrics dict."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / CONFIG_FILE
-    if saved.exists():
-        config = _resumed_config(Config.load(saved), config)
-    seed_everything(config.train.seed)
-    data = prepare_data(config, run_dir)
-    config.validate().save(saved)
+def train(config: Config, run_dir: str | Path, progress: bool = True,
+          strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Train (or resume) the run in `run_dir`; returns the final metrics dict.
+
+    `strategy`: a tf.distribute strategy from `nmt.distribute.make_strategy` (None: one
+    device). Only the chief reads and writes `run_dir`; other workers return {}.
+    """
+    chief = is_chief(strategy)
+    scratch = None if chief else Path(tempfile.mkdtemp(prefix="nmt-worker-"))
+    try:
+        return _train(config, Path(run_dir), progress, strategy, scratch)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(config: Config, run_dir: Path, progress: bool,
+           strategy: tf.distribute.Strategy | None, scratch: Path | None) -> dict:
+    chief, sync = scratch is None, ChiefBroadcast(strategy)
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved = run_dir / CONFIG_FILE
+        if saved.exists():
+            config = _resumed_config(Config.load(saved), config)
+        seed_everything(config.train.seed)
+        data = prepare_data(config, run_dir)
+        config.validate().save(saved)
+    if sync.active:
+        config, data = _setup_from_chief(sync, config, data if chief else None,
+                                         run_dir if chief else scratch)
 
     buckets = Buckets.from_budget(config.train.bucket_boundaries, config.data.max_length,
                                   config.train.batch_tokens)
@@ -299,18 +434,32 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> dict:
                 data.empty_pairs_dropped, len(data.valid), data.valid.dropped, steps,
                 100 * padding)
 
-    model = Seq2Seq(config.model)
-    model.build()
-    model.label_smoothing = config.train.label_smoothing
-    optimizer = make_optimizer(config, steps)
-    optimizer.build(model.trainable_variables)
-    model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
+    mixed = config.train.mixed_precision
+    if mixed:
+        warn_if_float16_on_cpu(strategy)
+    jit_compile = config.train.jit_compile
+    if jit_compile and replicas(strategy) > 1:
+        # Keras would hand XLA the whole step of all replicas, collectives included, which
+        # TensorFlow's XLA bridge cannot compile (variables on several devices, collectives).
+        logger.warning("--jit-compile is ignored with %d replicas: XLA cannot compile a "
+                       "step that spans replicas", replicas(strategy))
+        jit_compile = False
+    with dtype_policy(MIXED_POLICY if mixed else None), strategy_scope(strategy):
+        model = Seq2Seq(config.model)
+        model.build()
+        model.label_smoothing = config.train.label_smoothing
+        optimizer = make_optimizer(config, steps, summed_gradients=strategy is not None)
+        optimizer.build(model.trainable_variables)
+        model.compile(optimizer=optimizer, jit_compile=jit_compile)
+    # Validation decodes with a float32 copy of the weights made outside the strategy.
+    eval_model = _weights_twin(model) if chief and (mixed or strategy is not None) else model
 
     epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_variable)
-    manager = tf.train.CheckpointManager(checkpoint, run_dir / "resume", max_to_keep=1)
-    metrics = _load_metrics(run_dir) if manager.latest_checkpoint else {}
-    if manager.latest_checkpoint:
+    manager = (tf.train.CheckpointManager(checkpoint, run_dir / "resume", max_to_keep=1)
+               if chief else None)
+    metrics = _load_metrics(run_dir) if chief and manager.latest_checkpoint else {}
+    if chief and manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         logger.info("resuming %s after epoch %d", run_dir, int(epoch_variable.numpy()))
         metrics["epochs"] = [e for e in metrics.get("epochs", [])
@@ -318,34 +467,96 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> dict:
         # A kill between writing metrics.json and the checkpoint leaves one epoch too many.
         if metrics.get("best", {}).get("epoch", 0) > int(epoch_variable.numpy()):
             metrics["best"] = max(metrics["epochs"], key=lambda e: e["val_bleu"], default=None)
+    # Every worker continues from the chief's (restored or freshly initialised) state.
+    sync.variables([*model.weights, *optimizer.variables, epoch_variable])
     initial_epoch = int(epoch_variable.numpy())
-    metrics.update(padding_fraction=padding, train_pairs=len(data.train),
-                   dropped_long_pairs=data.train.dropped,
-                   dropped_long_valid_pairs=data.valid.dropped,
-                   dropped_empty_pairs=data.empty_pairs_dropped,
-                   batches_per_epoch=steps, parameters=int(model.count_params()))
+    (used_seconds,) = sync.floats([metrics.get("wall_time", 0.0)])
+    if chief:
+        metrics.update(padding_fraction=padding, train_pairs=len(data.train),
+                       dropped_long_pairs=data.train.dropped,
+                       dropped_long_valid_pairs=data.valid.dropped,
+                       dropped_empty_pairs=data.empty_pairs_dropped,
+                       batches_per_epoch=steps, parameters=int(model.count_params()))
 
-    budget = TimeBudget(config.train.time_budget, metrics.get("wall_time", 0.0))
-    translator = Translator(config, model, data.source_tokenizer, data.target_tokenizer,
-                            name=run_dir.name)
-    keeper = RunKeeper(run_dir, translator, data.valid_sources, data.valid_references, manager,
-                       epoch_variable, metrics, budget, beam=config.train.valid_beam)
-    callbacks = [
-        budget,
-        ProgressBar(config.train.epochs, steps, enabled=progress),
-        keeper,
-        keras.callbacks.EarlyStopping(monitor="val_bleu", mode="max",
-                                      patience=config.train.patience),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
-    ]
+    agree = (lambda seconds: sync.floats([seconds])[0]) if sync.active else None
+    budget = TimeBudget(config.train.time_budget, used_seconds,
+                        agree=agree if config.train.time_budget else None)
+    callbacks = [budget]
+    if config.train.lr_schedule == "cosine":
+        callbacks.append(CosineOverBudget(config.train.learning_rate, config.train.warmup_steps,
+                                          config.train.epochs * steps, budget))
+    callbacks.append(ProgressBar(config.train.epochs, steps, enabled=progress and chief))
+    if chief:
+        translator = Translator(config, eval_model, data.source_tokenizer,
+                                data.target_tokenizer, name=run_dir.name)
+        callbacks.append(RunKeeper(run_dir, translator, data.valid_sources,
+                                   data.valid_references, manager, epoch_variable, metrics,
+                                   budget, beam=config.train.valid_beam))
+    else:
+        callbacks.append(WorkerCheckpoint(checkpoint, epoch_variable, scratch))
+    if sync.active:
+        callbacks.append(SharedValidation(sync))
+    callbacks.append(keras.callbacks.EarlyStopping(monitor="val_bleu", mode="max",
+                                                   patience=config.train.patience))
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"),
+                                                     write_graph=False))
+    if strategy is None:
+        inputs = {"x": train_set, "validation_data": valid_set,
+                  "shuffle": False}  # make_dataset shuffled already
+    else:  # each replica gets its rows of every global batch; epochs of `steps` steps
+        inputs = {"x": distribute_batches(strategy, train_set), "steps_per_epoch": steps,
+                  "shuffle": False,  # make_dataset shuffled already
+                  "validation_data": distribute_batches(strategy, valid_set),
+                  "validation_steps": int(valid_set.cardinality())}
     if initial_epoch < config.train.epochs and not _budget_spent(budget):
-        model.fit(train_set, validation_data=valid_set, epochs=config.train.epochs,
-                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+        model.fit(**inputs, epochs=config.train.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=0)
+    if strategy is not None:
+        logger.info("weights fingerprint %s (%s)", weights_fingerprint(model),
+                    "chief" if chief else "worker")
+    if not chief:
+        return {}
     metrics["stopped_by"] = ("time_budget" if budget.exhausted or _budget_spent(budget)
                              else "early_stopping" if len(metrics.get("epochs", [])) <
                              config.train.epochs else "epochs")
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _setup_from_chief(sync: ChiefBroadcast, config: Config, data: PreparedData | None,
+                      folder: Path) -> tuple[Config, PreparedData]:
+    """Every worker gets the chief's config and tokenizers (the chief has them in the run
+    directory, the others write them to their scratch `folder`); each keeps its own corpus
+    location. Raises DataError on every worker if their tokenised corpora differ."""
+    names = [CONFIG_FILE, SOURCE_TOKENIZER_FILE, TARGET_TOKENIZER_FILE]
+    blobs = [(folder / name).read_bytes() for name in names] if data is not None else None
+    blobs = sync.blobs(blobs, len(names))
+    if data is None:
+        for name, blob in zip(names, blobs, strict=True):
+            (folder / name).write_bytes(blob)
+        chief_config = Config.load(folder / CONFIG_FILE)
+        for name in ("data_dir", "cache_dir", "train_src", "train_tgt", "valid_src",
+                     "valid_tgt"):
+            setattr(chief_config.data, name, getattr(config.data, name))
+        config = chief_config
+        seed_everything(config.train.seed)
+        data = prepare_data(config, folder)
+    mine = _corpus_fingerprint(data)
+    (chiefs,) = sync.blobs([mine], 1)
+    if sync.any(mine != chiefs):
+        raise DataError("the workers' training corpora differ: every worker must read the same "
+                        "corpus files (see --data-dir) as the chief")
+    return config, data
+
+
+def _corpus_fingerprint(data: PreparedData) -> bytes:
+    digest = hashlib.sha256()
+    for corpus in (data.train, data.valid):
+        for ragged in (corpus.source, corpus.target):
+            digest.update(ragged.flat_values.numpy().tobytes())
+            digest.update(ragged.row_splits.numpy().tobytes())
+    return digest.digest()
 
 
 def seed_everything(seed: int) -> None:
