@@ -61,6 +61,26 @@ def word_spans(pieces: Sequence[str]) -> list[int]:
     return words
 
 
+def attention_matrix(
+    weights: np.ndarray, source_tokens: Sequence[str], target_tokens: Sequence[str]
+) -> np.ndarray:
+    """`weights` as a float64 array `[target tokens, source tokens]`, checked.
+
+    Raises:
+        NmtError: the shape does not match the tokens, or a weight is NaN or infinite.
+    """
+    matrix = np.asarray(weights, dtype=np.float64)
+    expected = (len(target_tokens), len(source_tokens))
+    if matrix.shape != expected:
+        raise NmtError(
+            "Attention weights must have shape [target tokens, source tokens] = "
+            f"{list(expected)}, got {list(matrix.shape)}"
+        )
+    if not np.all(np.isfinite(matrix)):
+        raise NmtError("Attention weights contain NaN or infinite values")
+    return matrix
+
+
 def merge_subword_weights(
     weights: np.ndarray, source_pieces: Sequence[str], target_pieces: Sequence[str]
 ) -> np.ndarray:
@@ -82,13 +102,7 @@ def merge_subword_weights(
     Raises:
         NmtError: `weights` does not have shape `[len(target_pieces), len(source_pieces)]`.
     """
-    matrix = np.asarray(weights, dtype=np.float64)
-    expected = (len(target_pieces), len(source_pieces))
-    if matrix.shape != expected:
-        raise NmtError(
-            "Attention weights must have shape [target pieces, source pieces] = "
-            f"{list(expected)}, got {list(matrix.shape)}"
-        )
+    matrix = attention_matrix(weights, source_pieces, target_pieces)
     source_words = _membership(word_spans(source_pieces))  # [source pieces, source words]
     target_words = _membership(word_spans(target_pieces))  # [target pieces, target words]
     pieces_per_target_word = target_words.sum(axis=0)  # [target words], each >= 1

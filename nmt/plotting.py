@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
+from nmt.alignment import attention_matrix
 from nmt.errors import NmtError
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def plot_attention(
         NmtError: `path` exists, the format is unknown, or `weights` does not have
             the shape `[len(target_tokens), len(source_tokens)]`.
     """
-    matrix = _check_weights(weights, source_tokens, target_tokens)
+    matrix = attention_matrix(weights, source_tokens, target_tokens)
     n_target, n_source = matrix.shape
     figure = Figure(
         figsize=(_axis_inches(n_source) + MARGIN_INCHES, _axis_inches(n_target)),
@@ -129,7 +130,7 @@ def plot_attention_grid(
     matrices = []
     for index, (subtitle, weights, source_tokens, target_tokens) in enumerate(panels):
         try:
-            matrices.append(_check_weights(weights, source_tokens, target_tokens))
+            matrices.append(attention_matrix(weights, source_tokens, target_tokens))
         except NmtError as error:
             raise NmtError(f"Panel {index} ({subtitle!r}): {error}") from None
     columns = len(panels) if columns is None else max(1, min(columns, len(panels)))
@@ -192,22 +193,6 @@ def unique_path(path: str | os.PathLike[str]) -> Path:
         number += 1
         candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
     return candidate
-
-
-def _check_weights(
-    weights: np.ndarray, source_tokens: Sequence[str], target_tokens: Sequence[str]
-) -> np.ndarray:
-    """Return `weights` as a float array `[target, source]`, or raise NmtError."""
-    matrix = np.asarray(weights, dtype=np.float64)
-    expected = (len(target_tokens), len(source_tokens))
-    if matrix.shape != expected:
-        raise NmtError(
-            "Attention weights must have shape [target tokens, source tokens] = "
-            f"{list(expected)}, got {list(matrix.shape)}"
-        )
-    if not np.all(np.isfinite(matrix)):
-        raise NmtError("Attention weights contain NaN or infinite values")
-    return matrix
 
 
 def _axis_inches(n_tokens: int) -> float:

@@ -171,8 +171,8 @@ def make_optimizer(config: Config, steps_per_epoch: int,
 
 def cosine_rate(peak: float, warmup_steps: int, step: int, progress: float,
                 floor: float = 0.02) -> float:
-    """Linear warm-up over `warmup_steps`, then cosine decay from `peak` to `floor * peak`
-    as `progress` (0..1, the share of the run done) goes from its warm-up value to 1."""
+    """Linear warm-up over `warmup_steps`, then cosine decay from `peak` at `progress` 0 to
+    `floor * peak` at `progress` 1 (the share of the run done, clipped to 0..1)."""
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
     progress = min(max(progress, 0.0), 1.0)
@@ -189,7 +189,6 @@ class CosineOverBudget(keras.callbacks.Callback):
         super().__init__()
         self.peak, self.warmup_steps = peak, warmup_steps
         self.total_steps, self.budget = max(total_steps, 1), budget
-        self.rates: list[float] = []
 
     def progress(self, step: int) -> float:
         done = step / self.total_steps

@@ -5,6 +5,7 @@ Test modules import the fixtures they use (`from tests.helpers import tiny_run`)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,30 @@ def tiny_run(tmp_path_factory, multi30k_dir) -> Path:
     run_dir = tmp_path_factory.mktemp("tiny_run")
     train(tiny_config(), run_dir, progress=False)
     return run_dir
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """A run directory's metrics.json."""
+    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
+def checkpoint_values(run_dir: Path) -> dict[str, int]:
+    """Epoch and optimizer step stored in the latest resume/ checkpoint."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(run_dir / "resume"))
+    keys = reader.get_variable_to_shape_map()
+    (epoch,) = [k for k in keys if k.startswith("epoch/")]
+    (steps,) = [k for k in keys if k.startswith("optimizer/") and "iterations" in k]
+    return {"epoch": int(reader.get_tensor(epoch)), "steps": int(reader.get_tensor(steps))}
+
+
+def assert_clean_error(code, out, err, *fragments):
+    """A command failed with exit code 2 and one `error: ...` line naming every fragment."""
+    assert code == 2
+    assert out == ""
+    assert "Traceback" not in err
+    message = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(message) == 1, err
+    for fragment in fragments:
+        assert fragment in message[0]

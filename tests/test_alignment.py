@@ -85,3 +85,10 @@ def test_empty_translation_gives_empty_alignment():
 def test_shape_mismatch_names_expected_and_received():
     with pytest.raises(NmtError, match=r"\[8, 7\], got \[7, 8\]"):
         merge_subword_weights(WEIGHTS.T, SOURCE, TARGET)
+
+
+def test_non_finite_weights_are_refused():
+    weights = np.full((2, 2), 0.5)
+    weights[1, 0] = np.nan
+    with pytest.raises(NmtError, match="NaN or infinite"):
+        align(weights, ["▁Ein", "▁Hund"], ["▁A", "▁dog"])

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import tensorflow as tf
 
 import train as train_cli
 from bench import bench_distributed
+from bench.bench_distributed import free_ports
 from nmt.attention import Attention
 from nmt.config import Config
 from nmt.distribute import (
@@ -43,7 +43,13 @@ from nmt.errors import ConfigError
 from nmt.tokenizer import PAD_ID
 from nmt.training import make_optimizer, train
 from nmt.translator import LAST_WEIGHTS_FILE, Translator
-from tests.helpers import REPO, multi30k_dir, tiny_config  # noqa: F401
+from tests.helpers import (  # noqa: F401
+    REPO,
+    checkpoint_values,
+    multi30k_dir,
+    read_metrics,
+    tiny_config,
+)
 
 WORKER_TIMEOUT = 300  # seconds for one launch of a worker pair
 FINGERPRINT = re.compile(r"weights fingerprint ([0-9a-f]{16}) \((chief|worker)\)")
@@ -54,16 +60,6 @@ def small_config(**train_overrides) -> Config:
     config = tiny_config(**train_overrides)
     config.data.train_limit, config.data.valid_limit = 600, 20
     return config
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 class Cluster:
@@ -122,18 +118,6 @@ def stop(processes) -> None:
 
 def fingerprints(log: str) -> list[tuple[str, str]]:
     return FINGERPRINT.findall(log)
-
-
-def read_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-
-
-def checkpoint_values(run_dir: Path) -> dict[str, int]:
-    reader = tf.train.load_checkpoint(str(run_dir / "resume"))
-    keys = reader.get_variable_to_shape_map()
-    (epoch,) = [k for k in keys if k.startswith("epoch/")]
-    (steps,) = [k for k in keys if k.startswith("optimizer/") and "iterations" in k]
-    return {"epoch": int(reader.get_tensor(epoch)), "steps": int(reader.get_tensor(steps))}
 
 
 def files_in(folder: Path) -> list[str]:

@@ -21,7 +21,7 @@ import tensorflow as tf
 import translate
 from nmt.export import INFO_FILE, export_info, export_saved_model
 from nmt.translator import MAX_SOURCE_TOKENS
-from tests.helpers import REPO
+from tests.helpers import REPO, assert_clean_error
 
 SCRIPT = REPO / "translate.py"
 ALPHA = 0.6
@@ -206,16 +206,6 @@ def run_main(capsys, *args):
     code = translate.main(["export", *map(str, args)])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def assert_clean_error(code, out, err, *fragments):
-    assert code == 2
-    assert out == ""
-    assert "Traceback" not in err
-    message = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(message) == 1, err
-    for fragment in fragments:
-        assert fragment in message[0]
 
 
 def test_command_line_export_in_a_real_process(tmp_path):

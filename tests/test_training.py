@@ -31,9 +31,17 @@ from nmt.config import Config
 from nmt.model import Seq2Seq
 from nmt.pipeline import Buckets, make_dataset, tokenize_corpus
 from nmt.tokenizer import BOS_ID, PAD_ID
-from nmt.training import train
+from nmt.training import cosine_rate, train
 from nmt.translator import Translator
-from tests.helpers import MULTI30K, REPO, multi30k_dir, tiny_config, tiny_run  # noqa: F401
+from tests.helpers import (  # noqa: F401
+    MULTI30K,
+    REPO,
+    checkpoint_values,
+    multi30k_dir,
+    read_metrics,
+    tiny_config,
+    tiny_run,
+)
 
 RUN_FILES = ["config.json", "source.model", "target.model", "best.weights.h5",
              "last.weights.h5", "metrics.json"]
@@ -42,19 +50,6 @@ RECORD_KEYS = ["epoch", "loss", "val_bleu", "val_chrf", "tokens_per_second", "wa
 
 def script_env() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def read_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-
-
-def checkpoint_values(run_dir: Path) -> dict[str, int]:
-    """Epoch and optimizer step stored in the latest resume/ checkpoint."""
-    reader = tf.train.load_checkpoint(str(run_dir / "resume"))
-    keys = reader.get_variable_to_shape_map()
-    (epoch,) = [k for k in keys if k.startswith("epoch/")]
-    (steps,) = [k for k in keys if k.startswith("optimizer/") and "iterations" in k]
-    return {"epoch": int(reader.get_tensor(epoch)), "steps": int(reader.get_tensor(steps))}
 
 
 def temporary_files(run_dir: Path) -> list[Path]:
@@ -512,6 +507,25 @@ def test_time_budget_stops_training_early(tmp_path):
     assert metrics["wall_time"] >= 0.05 * 60
     assert read_metrics(tmp_path / "run")["stopped_by"] == "time_budget"
     assert (tmp_path / "run" / "best.weights.h5").is_file()
+
+
+def test_cosine_rate_warms_up_then_follows_the_cosine():
+    peak, floor = 3e-3, 0.02
+    assert cosine_rate(peak, 10, 0, 0.0, floor) == pytest.approx(peak / 10)
+    assert cosine_rate(peak, 10, 4, 0.9, floor) == pytest.approx(peak / 2)  # still warming up
+    for progress in (0.0, 0.25, 0.5, 0.9, 1.0):
+        expected = peak * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress)))
+        assert cosine_rate(peak, 10, 50, progress, floor) == pytest.approx(expected)
+    assert cosine_rate(peak, 10, 50, 1.7, floor) == pytest.approx(floor * peak)
+
+
+def test_cosine_schedule_anneals_by_the_end_of_the_time_budget(tmp_path):
+    config = tiny_config(epochs=1000, time_budget=0.15, lr_schedule="cosine", warmup_steps=5)
+    metrics = train(config, tmp_path / "run", progress=False)
+    rates = [epoch["learning_rate"] for epoch in metrics["epochs"]]
+    assert metrics["stopped_by"] == "time_budget" and len(rates) >= 2
+    assert all(later < earlier for earlier, later in zip(rates, rates[1:], strict=False))
+    assert rates[-1] < 0.05 * config.train.learning_rate  # annealed although 1000 epochs
 
 
 def test_plain_text_corpus_from_the_command_line(tmp_path, valid_text, capsys):

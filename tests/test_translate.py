@@ -24,7 +24,7 @@ import translate
 from nmt.data import read_lines
 from nmt.plotting import plot_filename
 from nmt.translator import MAX_SOURCE_TOKENS, Translation
-from tests.helpers import MULTI30K, REPO, multi30k_dir, tiny_run  # noqa: F401
+from tests.helpers import MULTI30K, REPO, assert_clean_error, multi30k_dir, tiny_run  # noqa: F401
 
 SENTENCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau liest."]
 WORDS = "Ein alter Mann mit einem roten Hut fährt mit seinem Fahrrad durch die Stadt".split()
@@ -73,16 +73,6 @@ def write_lines(path, lines):
 def output_lines(text: str) -> list[str]:
     assert text.endswith("\n")
     return text[:-1].split("\n")
-
-
-def assert_clean_error(code, out, err, *fragments):
-    assert code == 2
-    assert out == ""
-    assert "Traceback" not in err
-    message = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(message) == 1, err
-    for fragment in fragments:
-        assert fragment in message[0]
 
 
 def subprocess_env():
