@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nmt.data import load_split
 
-    sentences = load_split("multi30k", "de", "en", "test_2016_flickr", data_dir=args.data_dir)[0]
+    sentences = load_split("multi30k", "test_2016_flickr", "de", "en", data_dir=args.data_dir)[0]
     runs = []
     for batching in (True, False):
         options = ["--batch-window-ms", str(args.batch_window_ms)]

@@ -9,7 +9,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class RunRow:
     decode_speed: float
     curve: list[tuple[float, float]]  # (wall time in seconds, validation BLEU) per epoch
     result: dict
+    epoch_speeds: list[float] = field(default_factory=list)  # tokens/s of the full epochs
 
 
 def run_row(run_dir: Path) -> RunRow:
@@ -75,7 +76,9 @@ def run_row(run_dir: Path) -> RunRow:
         test_chrf=float(result["chrf"]), entropy=float(result["attention_entropy"]),
         max_weight=float(result["max_attention_weight"]),
         decode_speed=float(result["sentences_per_second"]),
-        curve=[(float(e["wall_time"]), float(e["val_bleu"])) for e in epochs], result=result)
+        curve=[(float(e["wall_time"]), float(e["val_bleu"])) for e in epochs], result=result,
+        # Not the first epoch (it traces the step) nor the last (cut short by the budget).
+        epoch_speeds=[float(e["tokens_per_second"]) for e in epochs[1:-1]])
 
 
 def training_speed(epochs: Sequence[dict]) -> float:
@@ -340,7 +343,20 @@ def _sharpness(soft: Sequence[RunRow]) -> str:
     return text
 
 
+def speed_noise(rows: Sequence[RunRow]) -> float:
+    """The largest relative spread of epoch speeds within one run: how much a training
+    speed measurement varies by itself on this machine."""
+    spreads = [1.0 - min(r.epoch_speeds) / max(r.epoch_speeds) for r in rows
+               if len(r.epoch_speeds) >= 2]
+    return max(spreads, default=0.0)
+
+
+def _speed_margin(rows: Sequence[RunRow]) -> float:
+    return max(SPEED_TIE, speed_noise(rows))
+
+
 def _speed(soft: Sequence[RunRow]) -> str:
+    margin = _speed_margin(soft)
     ranked = sorted(soft, key=lambda r: (-r.tokens_per_second, r.name))
     fast, slow = ranked[0], ranked[-1]
     epochs = sorted({r.epochs for r in soft})
@@ -350,15 +366,18 @@ def _speed(soft: Sequence[RunRow]) -> str:
         return (f"**Speed.** `{fast.score}` trained at {fast.tokens_per_second:,.0f} target "
                 f"tokens/s and {epoch_text} in the budget.")
     spread = 1.0 - slow.tokens_per_second / fast.tokens_per_second
-    if spread < SPEED_TIE:
+    noise = speed_noise(soft)
+    noise_text = (f" Within single runs, epoch speeds varied by up to {noise:.0%}, so smaller "
+                  f"differences than that are not evidence." if noise > SPEED_TIE else "")
+    if spread < margin:
         text = (f"**Speed.** The soft scores train at about the same speed, "
                 f"{slow.tokens_per_second:,.0f} to {fast.tokens_per_second:,.0f} target "
-                f"tokens/s (less than {SPEED_TIE:.0%} apart, which the study treats as a tie); "
-                f"{epoch_text} in the budget.")
+                f"tokens/s ({spread:.0%} apart, less than the {margin:.0%} the study treats as "
+                f"a tie); {epoch_text} in the budget.{noise_text}")
     else:
         text = (f"**Speed.** `{fast.score}` trains fastest ({fast.tokens_per_second:,.0f} target "
                 f"tokens/s) and `{slow.score}` slowest ({slow.tokens_per_second:,.0f}, "
-                f"{spread:.0%} fewer); {epoch_text} in the budget.")
+                f"{spread:.0%} fewer); {epoch_text} in the budget.{noise_text}")
     slowest_decoder = min(soft, key=lambda r: (r.decode_speed, r.name))
     fastest_decoder = max(soft, key=lambda r: (r.decode_speed, r.name))
     decode_spread = 1.0 - slowest_decoder.decode_speed / fastest_decoder.decode_speed
@@ -384,19 +403,22 @@ def _hard_cost(hard: RunRow, soft: Sequence[RunRow]) -> str:
     else:
         quality = (f"it gains {delta:.2f} test BLEU over the soft run ({hard.test_bleu:.2f} vs "
                    f"{twin.test_bleu:.2f}), one run each")
+    training = _relative("Training", hard.tokens_per_second, twin.tokens_per_second,
+                         "tokens/s", _speed_margin([hard, twin]))
     return (f"**Hard `{hard.score}`.** With the same score and budget, {quality}. "
-            f"{_relative('Training', hard.tokens_per_second, twin.tokens_per_second, 'tokens/s')}"
+            f"{training}"
             f" {_relative('Beam search', hard.decode_speed, twin.decode_speed, 'sentences/s')}"
             f" Its attention is one-hot at inference (entropy {hard.entropy:.2f}, "
             f"max weight {hard.max_weight:.2f}), so the heatmaps show which single source piece "
             "each target piece read.")
 
 
-def _relative(what: str, hard: float, soft: float, unit: str) -> str:
+def _relative(what: str, hard: float, soft: float, unit: str,
+              margin: float = SPEED_TIE) -> str:
     change = hard / soft - 1.0
-    if abs(change) < SPEED_TIE:
+    if abs(change) < margin:
         return (f"{what} speed is about the same ({hard:,.0f} vs {soft:,.0f} {unit}, within "
-                f"{SPEED_TIE:.0%}).")
+                f"{margin:.0%}).")
     return (f"{what} is {abs(change):.0%} {'faster' if change > 0 else 'slower'} "
             f"({hard:,.0f} vs {soft:,.0f} {unit}).")
 
@@ -410,8 +432,9 @@ def _caveats(rows: Sequence[RunRow], settings: StudySettings) -> str:
     if improving:
         text += (", i.e. were still improving when the budget ran out; a larger `--budget` "
                  "may change the order")
-    return text + (". Speeds are single measurements per run, hence the "
-                   f"{SPEED_TIE:.0%} margin before one is called faster.")
+    return text + (". Speeds are single measurements per run: one is called faster only "
+                   f"when it leads by more than {SPEED_TIE:.0%} and by more than the spread of "
+                   "epoch speeds within the runs compared.")
 
 
 def _text(text: str) -> str:
