@@ -21,6 +21,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter off the console
 
+from nmt.config import DEFAULT_LENGTH_PENALTY  # noqa: E402  (no TensorFlow import)
+
 RELEASED_MODEL = Path(__file__).resolve().parent / "checkpoints" / "multi30k-de-en"
 
 
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default="best", choices=["best", "last"],
                         help="which weights of the run directory to use")
     parser.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy search")
-    parser.add_argument("--length-penalty", type=float, default=0.6,
+    parser.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY,
                         help="GNMT length penalty alpha (0 = none)")
     parser.add_argument("--max-length-ratio", type=float, default=2.0,
                         help="longest translation, as a multiple of the source length (+5)")

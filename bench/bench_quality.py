@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, RESULTS, write_results  # noqa: E402
+from nmt.config import DEFAULT_LENGTH_PENALTY  # noqa: E402
 
 RELEASED = REPO / "checkpoints" / "multi30k-de-en"
 
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=str(RELEASED))
     parser.add_argument("--data-dir", help="local Multi30k folder (no download)")
     parser.add_argument("--limit", type=int, help="only the first N sentences of each split")
-    parser.add_argument("--length-penalty", type=float, default=0.6)
+    parser.add_argument("--length-penalty", type=float,
+                        default=DEFAULT_LENGTH_PENALTY)
     parser.add_argument("--results-dir", default=str(RESULTS))
     args = parser.parse_args(argv)
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Training throughput of the released config on real Multi30k batches, XLA on and off.
+"""Training throughput of the released config on real Multi30k batches: XLA on and off,
+float32 and mixed precision.
 
     python bench/bench_train.py --data-dir ../shared/corpora/multi30k
 
 Every bucket shape is compiled and run once before timing (warm-up), then a fixed number of
 real training steps is timed. Reports target tokens/s (real tokens, padding excluded),
 sentences/s, the padding fraction, the machine's measured matmul peak and the model's
-estimated FLOPs per target token, i.e. the fraction of the hardware the step uses.
+estimated FLOPs per target token, i.e. the fraction of the hardware the step uses (against
+the float32 peak, or the 16-bit peak for mixed precision).
 Writes bench/results/bench_train.{json,md}.
 """
 
@@ -27,12 +29,12 @@ from bench.common import REPO, RESULTS, write_results  # noqa: E402
 DEFAULT_CONFIG = REPO / "configs" / "multi30k-de-en.json"
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
-    """GFLOP/s of a large float32 tf.matmul (the machine's practical peak)."""
+def matmul_peak(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """GFLOP/s of a large tf.matmul in `dtype` (the machine's practical peak)."""
     import tensorflow as tf
 
-    a = tf.random.normal([size, size])
-    b = tf.random.normal([size, size])
+    a = tf.cast(tf.random.normal([size, size]), dtype)
+    b = tf.cast(tf.random.normal([size, size]), dtype)
     matmul = tf.function(lambda x, y: tf.matmul(x, y))
     matmul(a, b).numpy()
     start = time.perf_counter()
@@ -67,12 +69,13 @@ def flops_per_target_token(model_config, source_per_target: float, source_length
     return 3.0 * forward
 
 
-def measure(config, data, jit: bool, steps: int) -> dict:
+def measure(config, data, jit: bool, mixed: bool, steps: int) -> dict:
     """Warm up every bucket shape, then time `steps` training steps."""
     import keras
     import numpy as np
     import tensorflow as tf
 
+    from nmt.distribute import dtype_policy, mixed_policy
     from nmt.model import Seq2Seq
     from nmt.pipeline import Buckets, make_dataset
     from nmt.training import make_optimizer
@@ -81,10 +84,14 @@ def measure(config, data, jit: bool, steps: int) -> dict:
     buckets = Buckets.from_budget(config.train.bucket_boundaries, config.data.max_length,
                                   config.train.batch_tokens)
     dataset = make_dataset(data.train, buckets, shuffle=True, seed=config.train.seed)
-    model = Seq2Seq(config.model)
-    model.build()
-    model.label_smoothing = config.train.label_smoothing
-    model.compile(optimizer=make_optimizer(config, int(dataset.cardinality())), jit_compile=jit)
+    policy = mixed_policy(None) if mixed else None
+    with dtype_policy(policy):
+        model = Seq2Seq(config.model)
+        model.build()
+        model.label_smoothing = config.train.label_smoothing
+        optimizer = make_optimizer(config, int(dataset.cardinality()),
+                                   loss_scale=policy == "mixed_float16")
+    model.compile(optimizer=optimizer, jit_compile=jit)
     model.make_train_function()
     step = model.train_function
     batches = list(dataset.take(max(steps, 1) + 50))
@@ -108,7 +115,8 @@ def measure(config, data, jit: bool, steps: int) -> dict:
         logs = step(iter([batch]))
     float(logs["loss"])
     seconds = time.perf_counter() - start
-    return {"jit_compile": jit, "steps": len(timed), "seconds": seconds,
+    return {"jit_compile": jit, "precision": policy or "float32", "steps": len(timed),
+            "seconds": seconds,
             "target_tokens_per_second": tokens / seconds,
             "sentences_per_second": sentences / seconds, "warm_up_seconds": warm_up,
             "compiled_shapes": len(seen | {(s, n) for n, s in zip(buckets.lengths,
@@ -125,9 +133,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="a tiny model and corpus slice: proves the script works")
     parser.add_argument("--xla", default="on,off",
                         help="comma-separated settings of jit_compile to measure")
+    parser.add_argument("--precision", default="mixed,float32",
+                        help="comma-separated: mixed (16-bit compute) and/or float32")
     parser.add_argument("--results-dir", default=str(RESULTS))
     args = parser.parse_args(argv)
-    settings = [{"on": True, "off": False}[value] for value in args.xla.split(",")]
+    settings = [(jit, mixed) for mixed in _choices(args.precision, {"mixed": True,
+                                                                      "float32": False})
+                for jit in _choices(args.xla, {"on": True, "off": False})]
 
     from nmt.config import Config
     from nmt.pipeline import Buckets
@@ -150,26 +162,43 @@ def main(argv: list[str] | None = None) -> int:
     source_lengths = data.train.source.row_lengths().numpy()
     target_lengths = data.train.target.row_lengths().numpy() - 1
     padding = buckets.padding_fraction(source_lengths, target_lengths)
-    peak = matmul_peak(512 if args.tiny else 2048)
+    size = 512 if args.tiny else 2048
+    peak = matmul_peak(size)
+    peak_16 = matmul_peak(size, dtype="bfloat16") if any(m for _, m in settings) else None
     flops = flops_per_target_token(config.model, source_lengths.mean() / target_lengths.mean(),
                                    float(source_lengths.mean()))
-    runs = [measure(config, data, jit, args.steps) for jit in settings]
+    runs = [measure(config, data, jit, mixed, args.steps) for jit, mixed in settings]
     for run in runs:
-        run["hardware_fraction"] = run["target_tokens_per_second"] * flops / (peak * 1e9)
+        run_peak = peak if run["precision"] == "float32" else peak_16
+        run["hardware_fraction"] = run["target_tokens_per_second"] * flops / (run_peak * 1e9)
     payload = {"config": config.to_dict(), "padding_fraction": padding,
-               "matmul_peak_gflops": peak, "flops_per_target_token": flops, "runs": runs,
-               "tiny": args.tiny}
-    rows = [["on" if r["jit_compile"] else "off", round(r["target_tokens_per_second"]),
+               "matmul_peak_gflops": peak, "matmul_peak_bfloat16_gflops": peak_16,
+               "flops_per_target_token": flops, "runs": runs, "tiny": args.tiny}
+    rows = [["on" if r["jit_compile"] else "off", r["precision"],
+             round(r["target_tokens_per_second"]),
              round(r["sentences_per_second"], 1), f"{100 * padding:.1f} %",
              f"{100 * r['hardware_fraction']:.1f} %", round(r["warm_up_seconds"], 1)]
             for r in runs]
     json_path, md_path = write_results(
         "bench_train", payload,
-        ["XLA", "target tokens/s", "sentences/s", "padding", "of matmul peak", "warm-up s"],
+        ["XLA", "precision", "target tokens/s", "sentences/s", "padding", "of matmul peak",
+         "warm-up s"],
         rows, Path(args.results_dir))
     print(md_path.read_text())
-    print(f"matmul peak {peak:.0f} GFLOP/s; model {flops / 1e6:.1f} MFLOP per target token")
+    bf16 = f", bfloat16 {peak_16:.0f} GFLOP/s" if peak_16 else ""
+    print(f"matmul peak {peak:.0f} GFLOP/s{bf16}; model {flops / 1e6:.1f} MFLOP per target "
+          "token")
     return 0
+
+
+def _choices(text: str, allowed: dict[str, bool]) -> list[bool]:
+    """Comma-separated names from `allowed`, as their values; a clear error otherwise."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        raise SystemExit(f"error: expected a comma-separated list of {', '.join(allowed)}, "
+                         f"got {text!r}")
+    return [allowed[name] for name in names]
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -54,7 +55,6 @@ STRATEGIES = ("none", "mirrored", "multi-worker")
 # the longest stretch a worker can wait for the chief: the chief's validation BLEU at the end
 # of every epoch. TensorFlow's health check reports a dead peer sooner (about 30-40 s).
 DEFAULT_COLLECTIVE_TIMEOUT = 600.0
-MIXED_POLICY = "mixed_float16"
 
 
 class WorkerLost(Exception):
@@ -227,12 +227,28 @@ def dtype_policy(name: str | None):
         keras.config.set_dtype_policy(previous)
 
 
-def warn_if_float16_on_cpu(strategy: tf.distribute.Strategy | None) -> None:
+def mixed_policy(strategy: tf.distribute.Strategy | None) -> str:
+    """The 16-bit Keras policy for the devices that train: `mixed_float16` on GPUs (tensor
+    cores; needs loss scaling), `mixed_bfloat16` on CPUs (float32's range, so no loss
+    scaling; oneDNN runs it natively where the CPU has AVX512-BF16 or AMX)."""
     devices = (strategy.extended.worker_devices if strategy is not None else
                [d.name for d in tf.config.list_logical_devices()])
-    if not any("GPU" in device.upper() for device in devices):
-        logger.warning("--mixed-precision without a GPU: float16 is emulated on most CPUs and "
-                       "trains slower than float32 there; it pays off on GPUs with tensor cores")
+    if any("GPU" in device.upper() for device in devices):
+        return "mixed_float16"
+    if not cpu_has_native_bfloat16():
+        logger.warning("--mixed-precision on a CPU without AVX512-BF16 or AMX: bfloat16 is "
+                       "emulated here and may train slower than float32")
+    return "mixed_bfloat16"
+
+
+def cpu_has_native_bfloat16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the CPU flags list bfloat16 instructions (Linux); True when unknown, so that
+    other systems get no false warning."""
+    try:
+        flags = Path(cpuinfo).read_text(errors="replace").split()
+    except OSError:
+        return True
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
 # ------------------------------------------------------------------ chief broadcast

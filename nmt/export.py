@@ -1,6 +1,6 @@
 """Export a trained model as a TensorFlow SavedModel that maps strings to translations.
 
-    python translate.py export --out models/nmt/1 [--beam 5] [--length-penalty 0.6]
+    python translate.py export --out models/nmt/1 [--beam 5] [--length-penalty 1.0]
 
 The SavedModel's ``serving_default`` signature takes a batch of sentences (``[batch]``
 tf.string, input name ``texts``) and runs everything in the graph: sentencepiece tokenisation
@@ -39,6 +39,7 @@ from pathlib import Path
 import tensorflow as tf
 import tensorflow_text
 
+from nmt.config import DEFAULT_LENGTH_PENALTY
 from nmt.decoding import beam_search, greedy_search
 from nmt.errors import NmtError
 from nmt.tokenizer import EOS_ID, PAD_ID
@@ -55,7 +56,7 @@ _BLANK = r"[\t-\r\x1c-\x1f\x{85}\p{Z}]*"
 class ExportModule(tf.Module):
     """The model, both tokenizers and a `serve` function from strings to translations."""
 
-    def __init__(self, translator: Translator, beam: int = 5, alpha: float = 0.6,
+    def __init__(self, translator: Translator, beam: int = 5, alpha: float = DEFAULT_LENGTH_PENALTY,
                  max_length_ratio: float = 2.0, info: dict | None = None):
         super().__init__(name="nmt_export")
         if beam < 1:
@@ -175,7 +176,7 @@ def _best_validation(checkpoint: Path) -> dict | None:
 
 
 def export_saved_model(translator: Translator, out: str | Path, beam: int = 5,
-                       alpha: float = 0.6, max_length_ratio: float = 2.0,
+                       alpha: float = DEFAULT_LENGTH_PENALTY, max_length_ratio: float = 2.0,
                        info: dict | None = None, overwrite: bool = False) -> Path:
     """Write the SavedModel to `out` (atomically) and return its path.
 
@@ -247,7 +248,7 @@ def build_parser(default_checkpoint: str | Path,
                         help="which weights of the run directory to use")
     parser.add_argument("--beam", type=int, default=5,
                         help="beam size fixed in the export; 1 = greedy search")
-    parser.add_argument("--length-penalty", type=float, default=0.6,
+    parser.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY,
                         help="GNMT length penalty alpha (0 = none)")
     parser.add_argument("--max-length-ratio", type=float, default=2.0,
                         help="longest translation, as a multiple of the source length (+5)")

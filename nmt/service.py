@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nmt.config import DEFAULT_LENGTH_PENALTY
 from nmt.errors import NmtError
 from nmt.translator import METRICS_FILE, Translation, Translator
 
@@ -53,7 +54,7 @@ class RequestBatcher:
     """
 
     def __init__(self, translator: Translator, window: float = 0.01, max_batch: int = 64,
-                 enabled: bool = True, alpha: float = 0.6):
+                 enabled: bool = True, alpha: float = DEFAULT_LENGTH_PENALTY):
         self.translator, self.window, self.max_batch = translator, window, max_batch
         self.enabled, self.alpha = enabled, alpha
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")

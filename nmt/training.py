@@ -38,15 +38,14 @@ import tensorflow as tf
 from nmt import data as corpus_data
 from nmt.config import Config
 from nmt.distribute import (
-    MIXED_POLICY,
     ChiefBroadcast,
     ReplicaSummedAdam,
     distribute_batches,
     dtype_policy,
     is_chief,
+    mixed_policy,
     replicas,
     strategy_scope,
-    warn_if_float16_on_cpu,
     weights_fingerprint,
 )
 from nmt.errors import CheckpointError, DataError
@@ -147,15 +146,15 @@ class WarmupInverseSqrt(keras.optimizers.schedules.LearningRateSchedule):
         return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
 
 
-def make_optimizer(config: Config, steps_per_epoch: int,
-                   summed_gradients: bool = False) -> keras.optimizers.Optimizer:
+def make_optimizer(config: Config, steps_per_epoch: int, summed_gradients: bool = False,
+                   loss_scale: bool = False) -> keras.optimizers.Optimizer:
     """Adam with global gradient-norm clipping and the configured schedule.
 
     `cosine` keeps a plain learning-rate variable that `CosineOverBudget` sets before
     every step, because its decay follows the time budget as well as the step count.
     `summed_gradients`: under a tf.distribute strategy the train step sums the replicas'
-    gradients itself (`nmt.distribute.ReplicaSummedAdam`). With mixed precision the
-    optimizer is wrapped in Keras's dynamic LossScaleOptimizer.
+    gradients itself (`nmt.distribute.ReplicaSummedAdam`). `loss_scale` (float16 mixed
+    precision) wraps the optimizer in Keras's dynamic LossScaleOptimizer.
     """
     t = config.train
     if t.lr_schedule == "inverse_sqrt":
@@ -164,7 +163,7 @@ def make_optimizer(config: Config, steps_per_epoch: int,
         rate = t.learning_rate
     adam = ReplicaSummedAdam if summed_gradients else keras.optimizers.Adam
     optimizer = adam(rate, global_clipnorm=t.clip_norm)
-    if t.mixed_precision:
+    if loss_scale:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
@@ -433,9 +432,10 @@ def _train(config: Config, run_dir: Path, progress: bool,
                 data.empty_pairs_dropped, len(data.valid), data.valid.dropped, steps,
                 100 * padding)
 
-    mixed = config.train.mixed_precision
-    if mixed:
-        warn_if_float16_on_cpu(strategy)
+    policy = mixed_policy(strategy) if config.train.mixed_precision else None
+    if policy:
+        logger.info("mixed precision: Keras policy %s (weights, softmax and loss in float32)",
+                    policy)
     jit_compile = config.train.jit_compile
     if jit_compile and replicas(strategy) > 1:
         # Keras would hand XLA the whole step of all replicas, collectives included, which
@@ -443,15 +443,16 @@ def _train(config: Config, run_dir: Path, progress: bool,
         logger.warning("--jit-compile is ignored with %d replicas: XLA cannot compile a "
                        "step that spans replicas", replicas(strategy))
         jit_compile = False
-    with dtype_policy(MIXED_POLICY if mixed else None), strategy_scope(strategy):
+    with dtype_policy(policy), strategy_scope(strategy):
         model = Seq2Seq(config.model)
         model.build()
         model.label_smoothing = config.train.label_smoothing
-        optimizer = make_optimizer(config, steps, summed_gradients=strategy is not None)
+        optimizer = make_optimizer(config, steps, summed_gradients=strategy is not None,
+                                   loss_scale=policy == "mixed_float16")
         optimizer.build(model.trainable_variables)
         model.compile(optimizer=optimizer, jit_compile=jit_compile)
     # Validation decodes with a float32 copy of the weights made outside the strategy.
-    eval_model = _weights_twin(model) if chief and (mixed or strategy is not None) else model
+    eval_model = _weights_twin(model) if chief and (policy or strategy is not None) else model
 
     epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_variable)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from nmt.config import Config
+from nmt.config import DEFAULT_LENGTH_PENALTY, Config
 from nmt.decoding import beam_search, greedy_search
 from nmt.errors import CheckpointError, NmtError
 from nmt.model import Seq2Seq
@@ -115,16 +115,16 @@ class Translator:
         return {key: value.numpy() for key, value in result.items()}
 
     # ---------------------------------------------------------------------- text API
-    def translate(self, texts: Sequence[str], beam: int = 5, alpha: float = 0.6,
+    def translate(self, texts: Sequence[str], beam: int = 5, alpha: float = DEFAULT_LENGTH_PENALTY,
                   max_length_ratio: float = 2.0, batch_size: int = 64,
                   n_best: int = 1) -> list[Translation]:
         """Translate sentences; the result has one entry per input, in input order."""
         return [t for batch in self.translate_batches(texts, beam, alpha, max_length_ratio,
                                                       batch_size, n_best) for t in batch]
 
-    def translate_batches(self, texts: Sequence[str], beam: int = 5, alpha: float = 0.6,
-                          max_length_ratio: float = 2.0, batch_size: int = 64,
-                          n_best: int = 1, first_index: int = 0
+    def translate_batches(self, texts: Sequence[str], beam: int = 5,
+                          alpha: float = DEFAULT_LENGTH_PENALTY, max_length_ratio: float = 2.0,
+                          batch_size: int = 64, n_best: int = 1, first_index: int = 0
                           ) -> Iterator[list[Translation]]:
         """Like `translate`, but yields the results of `texts` chunk by chunk, in order.
 

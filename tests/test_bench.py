@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import bench_quality, bench_serve, bench_train, bench_translate
 from tests.helpers import MULTI30K, multi30k_dir, tiny_run  # noqa: F401
 
@@ -19,11 +21,22 @@ def test_bench_train_tiny_writes_json_and_markdown(tmp_path, multi30k_dir):  # n
                              "--results-dir", str(tmp_path)])
     assert code == 0
     payload, table = read_results(tmp_path, "bench_train")
-    (run,) = payload["runs"]
-    assert run["jit_compile"] is False and run["target_tokens_per_second"] > 0
+    mixed, plain = payload["runs"]
+    assert mixed["precision"] in ("mixed_bfloat16", "mixed_float16")
+    assert plain["precision"] == "float32"
+    for run in (mixed, plain):
+        assert run["jit_compile"] is False and run["target_tokens_per_second"] > 0
+        assert 0 < run["hardware_fraction"] < 1
     assert 0 < payload["padding_fraction"] < 1 and payload["matmul_peak_gflops"] > 0
+    assert payload["matmul_peak_bfloat16_gflops"] > 0
     assert payload["flops_per_target_token"] > 0 and payload["machine"]["cores"] >= 1
-    assert table.startswith("| XLA | target tokens/s") and "| off |" in table
+    assert table.startswith("| XLA | precision | target tokens/s")
+    assert "| off | float32 |" in table and f"| off | {mixed['precision']} |" in table
+
+
+def test_bench_train_rejects_unknown_settings(tmp_path):
+    with pytest.raises(SystemExit, match="expected a comma-separated list of on, off"):
+        bench_train.main(["--tiny", "--xla", "yes", "--results-dir", str(tmp_path)])
 
 
 def test_bench_quality_matches_translate_scores(tmp_path, tiny_run, multi30k_dir):  # noqa: F811

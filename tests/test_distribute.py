@@ -34,8 +34,10 @@ from nmt.distribute import (
     ReplicaSummedAdam,
     _replica_rows,
     cluster_spec_from_environment,
+    cpu_has_native_bfloat16,
     dtype_policy,
     make_strategy,
+    mixed_policy,
     sums_gradients_itself,
     weights_fingerprint,
 )
@@ -153,7 +155,8 @@ def test_train_script_reports_a_missing_tf_config_in_one_line(monkeypatch, tmp_p
 def test_mixed_precision_and_distribution_choose_the_optimizer():
     plain = make_optimizer(tiny_config(), 10)
     assert type(plain) is keras.optimizers.Adam and not sums_gradients_itself(plain)
-    summed = make_optimizer(tiny_config(mixed_precision=True), 10, summed_gradients=True)
+    summed = make_optimizer(tiny_config(mixed_precision=True), 10, summed_gradients=True,
+                            loss_scale=True)
     assert isinstance(summed, keras.optimizers.LossScaleOptimizer)
     assert isinstance(summed.inner_optimizer, ReplicaSummedAdam) and sums_gradients_itself(summed)
     assert summed.inner_optimizer.global_clipnorm == tiny_config().train.clip_norm
@@ -284,15 +287,17 @@ def test_two_replicas_take_the_same_steps_as_one(tmp_path):
 
 
 # =================================================================== mixed precision
-def test_attention_normalises_in_float32_under_mixed_float16():
-    with dtype_policy("mixed_float16"):
+@pytest.mark.parametrize("policy, dtype", [("mixed_float16", tf.float16),
+                                           ("mixed_bfloat16", tf.bfloat16)])
+def test_attention_normalises_in_float32_under_mixed_precision(policy, dtype):
+    with dtype_policy(policy):
         layer = Attention(score="general", name="attention")
     assert keras.config.dtype_policy().name == "float32"  # restored
-    query = tf.random.normal([2, 3, 8], dtype=tf.float16)
-    keys = tf.random.normal([2, 5, 6], dtype=tf.float16)
+    query = tf.cast(tf.random.normal([2, 3, 8]), dtype)
+    keys = tf.cast(tf.random.normal([2, 5, 6]), dtype)
     mask = tf.constant([[True] * 5, [True, True, False, False, False]])
     context, weights = layer(query, keys, mask=mask)
-    assert weights.dtype == tf.float32 and context.dtype == tf.float16
+    assert weights.dtype == tf.float32 and context.dtype == dtype
     np.testing.assert_allclose(tf.reduce_sum(weights, -1).numpy(), 1.0, rtol=1e-6)
     assert (weights.numpy()[1, :, 2:] == 0).all()
 
@@ -308,6 +313,31 @@ def test_masked_softmax_of_extreme_float16_scores_has_no_nan(mode):
     np.testing.assert_allclose(weights[0].sum(), 1.0, rtol=1e-6)
     assert weights[0, 0, 0] == pytest.approx(1.0) and weights[0, 0, 2] == 0
     assert (weights[1] == 0).all()  # a fully masked row gives zeros, not NaN
+
+
+def test_mixed_precision_is_bfloat16_on_cpus_and_float16_on_gpus():
+    class FakeStrategy:  # only the device list is read
+        def __init__(self, devices):
+            self.extended = type("Extended", (), {"worker_devices": devices})()
+
+    assert mixed_policy(FakeStrategy(["/job:worker/replica:0/task:0/device:CPU:0"])) \
+        == "mixed_bfloat16"
+    assert mixed_policy(FakeStrategy(["/job:localhost/replica:0/task:0/device:GPU:0",
+                                      "/job:localhost/replica:0/task:0/device:GPU:1"])) \
+        == "mixed_float16"
+    expected = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    assert mixed_policy(None) == expected  # this machine's own devices
+
+
+def test_bfloat16_support_is_read_from_the_cpu_flags(tmp_path, caplog):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 fma\n")
+    assert cpu_has_native_bfloat16(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 amx_bf16 amx_tile\n")
+    assert cpu_has_native_bfloat16(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert not cpu_has_native_bfloat16(cpuinfo)
+    assert cpu_has_native_bfloat16(tmp_path / "missing")  # unknown: no false warning
 
 
 def test_mixed_precision_training_on_cpu(tmp_path, multi30k_dir):  # noqa: F811

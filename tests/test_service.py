@@ -165,14 +165,16 @@ def server():
 
 
 def test_health_and_info(server):
-    status, health = request(server + "/health")
-    assert status == 200
-    assert health == {"status": "ok", "model_loaded": True, "checkpoint": "multi30k-de-en",
-                      "score": "general", "attention_mode": "soft"}
-    status, info = request(server + "/info")
     # The checkpoint's config.json as a Config: fields added since it was written take their
     # defaults, as when the service loaded it.
     saved = Config.load(REPO / "checkpoints/multi30k-de-en/config.json").to_dict()
+    status, health = request(server + "/health")
+    assert status == 200
+    assert health == {"status": "ok", "model_loaded": True, "checkpoint": "multi30k-de-en",
+                      "score": saved["model"]["score"],
+                      "attention_mode": saved["model"]["attention_mode"]}
+    assert health["score"] in ("dot", "scaled_dot", "general", "cosine", "additive")
+    status, info = request(server + "/info")
     assert status == 200 and info["config"] == saved
     assert info["vocab_sizes"] == {"source": saved["model"]["src_vocab_size"],
                                    "target": saved["model"]["tgt_vocab_size"]}
