@@ -356,7 +356,8 @@ def _speed_margin(rows: Sequence[RunRow]) -> float:
 
 
 def _speed(soft: Sequence[RunRow]) -> str:
-    margin = _speed_margin(soft)
+    noise = speed_noise(soft)
+    margin = max(SPEED_TIE, noise)
     ranked = sorted(soft, key=lambda r: (-r.tokens_per_second, r.name))
     fast, slow = ranked[0], ranked[-1]
     epochs = sorted({r.epochs for r in soft})
@@ -366,7 +367,6 @@ def _speed(soft: Sequence[RunRow]) -> str:
         return (f"**Speed.** `{fast.score}` trained at {fast.tokens_per_second:,.0f} target "
                 f"tokens/s and {epoch_text} in the budget.")
     spread = 1.0 - slow.tokens_per_second / fast.tokens_per_second
-    noise = speed_noise(soft)
     noise_text = (f" Within single runs, epoch speeds varied by up to {noise:.0%}, so smaller "
                   f"differences than that are not evidence." if noise > SPEED_TIE else "")
     if spread < margin:

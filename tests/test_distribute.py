@@ -329,7 +329,7 @@ def test_mixed_precision_is_bfloat16_on_cpus_and_float16_on_gpus():
     assert mixed_policy(None) == expected  # this machine's own devices
 
 
-def test_bfloat16_support_is_read_from_the_cpu_flags(tmp_path, caplog):
+def test_bfloat16_support_is_read_from_the_cpu_flags(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 fma\n")
     assert cpu_has_native_bfloat16(cpuinfo)
