@@ -71,6 +71,9 @@ OPTIONS = [
      "compute in 16 bits: bfloat16 on CPUs (fast with AVX512-BF16 or AMX), float16 with "
      "dynamic loss scaling on GPUs; weights, softmax and loss stay float32"),
     ("train", "valid_beam", "--valid-beam", int, "beam size for validation BLEU (1 = greedy)"),
+    ("train", "subword_sampling", "--subword-sampling", float,
+     "subword regularisation: re-cut the training sentences on every pass by sampling "
+     "sentencepiece segmentations with this alpha (smaller = more varied; 0 = off)"),
 ]
 
 

@@ -117,6 +117,9 @@ class TrainConfig:
     mixed_precision: bool = False
     bucket_boundaries: list[int] = field(default_factory=lambda: [12, 16, 20, 26, 34, 48, 64])
     valid_beam: int = 1  # decoding used for validation BLEU (1 = greedy)
+    # Subword regularisation (Kudo 2018): alpha of sentencepiece sampling, each pass over the
+    # training corpus cuts every sentence anew; 0 = always the single best segmentation
+    subword_sampling: float = 0.0
 
     def validate(self) -> None:
         """Raise ConfigError for values training cannot run with."""
@@ -133,6 +136,8 @@ class TrainConfig:
         _require(self.clip_norm > 0, "train.clip_norm", "> 0", self.clip_norm)
         _require(self.patience >= 1, "train.patience", ">= 1", self.patience)
         _require(self.valid_beam >= 1, "train.valid_beam", ">= 1", self.valid_beam)
+        _require(0.0 <= self.subword_sampling <= 1.0, "train.subword_sampling",
+                 "0 (off) or an alpha in (0, 1]", self.subword_sampling)
         bounds = self.bucket_boundaries
         _require(bool(bounds) and all(b >= 2 for b in bounds) and bounds == sorted(set(bounds)),
                  "train.bucket_boundaries", "increasing lengths >= 2", bounds)

@@ -1,4 +1,5 @@
-"""tf.data input pipeline: tokenise once, bucket by length, token-budget batches.
+"""tf.data input pipeline: tokenise once (or, with subword sampling, on every pass), bucket
+by length, token-budget batches.
 
 Every batch is padded to its bucket's boundary, so the training step sees only a handful
 of distinct shapes (XLA compiles once per shape) while padding stays small.
@@ -114,6 +115,49 @@ def make_dataset(corpus: TokenizedCorpus, buckets: Buckets, shuffle: bool, seed:
         source[:source_length], target[:target_length - 1], target[1:target_length])).cache()
     if shuffle:
         dataset = dataset.shuffle(len(corpus), seed=seed, reshuffle_each_iteration=True)
+    dataset = _bucketed(dataset, buckets, drop_remainder)
+    steps = buckets.batches_per_epoch(lengths, drop_remainder)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+def make_sampled_dataset(source_lines: list[str], target_lines: list[str],
+                         source_tokenizer: SubwordTokenizer, target_tokenizer: SubwordTokenizer,
+                         buckets: Buckets, alpha: float, max_length: int,
+                         seed: int = 0) -> tf.data.Dataset:
+    """Training batches like `make_dataset(shuffle=True)`, but every pass over the corpus
+    cuts each sentence anew with `SubwordTokenizer.sampler(alpha)` (subword regularisation).
+
+    Endless: the corpus is reshuffled and re-cut on every pass, and since the cuts change the
+    lengths, the number of batches per pass varies; the caller sets the epoch length (Keras's
+    `steps_per_epoch`). Sampled pairs over `max_length` tokens are skipped for that pass.
+    """
+    sample_source = source_tokenizer.sampler(alpha)
+    sample_target = target_tokenizer.sampler(alpha)
+
+    def cut(sources, targets):
+        source, target = sample_source(sources), sample_target(targets)
+        eos = tf.fill([source.nrows(), 1], EOS_ID)
+        bos = tf.fill([target.nrows(), 1], BOS_ID)
+        source, target = tf.concat([source, eos], axis=1), tf.concat([bos, target, eos], axis=1)
+        return (source.to_tensor(), source.row_lengths(), target.to_tensor(),
+                target.row_lengths())
+
+    def unpad(source, source_length, target, target_length):
+        return source[:source_length], target[:target_length - 1], target[1:target_length]
+
+    dataset = tf.data.Dataset.from_tensor_slices((source_lines, target_lines))
+    dataset = dataset.shuffle(len(source_lines), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.repeat().batch(1024).map(cut, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.unbatch().map(unpad).filter(
+        lambda source, target_in, _: tf.maximum(tf.shape(source)[0],
+                                                tf.shape(target_in)[0]) <= max_length)
+    return _bucketed(dataset, buckets, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _bucketed(dataset: tf.data.Dataset, buckets: Buckets,
+              drop_remainder: bool) -> tf.data.Dataset:
+    """Group `(source, target_in, target_out)` into `((source, target_in), target_out)`
+    batches, each padded to its bucket's length with the bucket's batch size."""
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda source, target_in, _: tf.maximum(tf.shape(source)[0],
                                                                     tf.shape(target_in)[0]),
@@ -124,6 +168,4 @@ def make_dataset(corpus: TokenizedCorpus, buckets: Buckets, shuffle: bool, seed:
         pad_to_bucket_boundary=True,
         drop_remainder=drop_remainder,
     )
-    dataset = dataset.map(lambda source, target_in, target_out: ((source, target_in), target_out))
-    steps = buckets.batches_per_epoch(lengths, drop_remainder)
-    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+    return dataset.map(lambda source, target_in, target_out: ((source, target_in), target_out))

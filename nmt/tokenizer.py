@@ -43,7 +43,7 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import sentencepiece
@@ -232,6 +232,26 @@ class SubwordTokenizer(tf.Module):
         """
         texts = tf.convert_to_tensor(texts, dtype=tf.string)
         return self._tokenizer.tokenize(texts)
+
+    def sampler(self, alpha: float) -> Callable[[tf.Tensor], tf.RaggedTensor]:
+        """A ``tokenize`` that draws a new segmentation on every call (subword regularisation,
+        Kudo 2018): any segmentation of the unigram lattice, with probability proportional to
+        P(segmentation) ** alpha, so a smaller ``alpha`` gives more varied, finer cuts. Made
+        once, outside any ``tf.function``; the draws do not follow TensorFlow's seeds.
+
+        Raises:
+            ValueError: unless 0 < alpha <= 1.
+        """
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"Expected a sampling alpha in (0, 1]. Received: alpha={alpha}")
+        tokenizer = tensorflow_text.SentencepieceTokenizer(
+            model=self._model_proto, out_type=tf.int32, nbest_size=-1, alpha=alpha,
+            name=f"sentencepiece_sampler_{next(_OP_NUMBERS)}")
+
+        def tokenize(texts: tf.Tensor) -> tf.RaggedTensor:
+            return tokenizer.tokenize(tf.convert_to_tensor(texts, dtype=tf.string))
+
+        return tokenize
 
     def detokenize(self, ids: tf.Tensor | tf.RaggedTensor) -> tf.Tensor:
         """Join subword ids back into strings.

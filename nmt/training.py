@@ -28,7 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -48,11 +48,17 @@ from nmt.distribute import (
     strategy_scope,
     weights_fingerprint,
 )
-from nmt.errors import CheckpointError, DataError
+from nmt.errors import CheckpointError, ConfigError, DataError
 from nmt.evaluation import corpus_scores
 from nmt.files import atomic_write_text
 from nmt.model import Seq2Seq
-from nmt.pipeline import Buckets, TokenizedCorpus, make_dataset, tokenize_corpus
+from nmt.pipeline import (
+    Buckets,
+    TokenizedCorpus,
+    make_dataset,
+    make_sampled_dataset,
+    tokenize_corpus,
+)
 from nmt.tokenizer import SubwordTokenizer, train_sentencepiece
 from nmt.translator import (
     BEST_WEIGHTS_FILE,
@@ -79,6 +85,8 @@ class PreparedData:
     valid_sources: list[str]
     valid_references: list[str]
     empty_pairs_dropped: int
+    train_sources: list[str] = field(default_factory=list)  # raw text, for subword sampling
+    train_targets: list[str] = field(default_factory=list)
 
 
 def load_text(config: Config) -> tuple[list[str], list[str], list[str], list[str], int]:
@@ -126,7 +134,7 @@ def prepare_data(config: Config, run_dir: Path) -> PreparedData:
         raise DataError(f"every training pair is longer than data.max_length={max_length} "
                         "subword tokens; raise --max-length")
     return PreparedData(source_tokenizer, target_tokenizer, train, valid, valid_src, valid_tgt,
-                        empty)
+                        empty, train_src, train_tgt)
 
 
 # -------------------------------------------------------------------------- schedule
@@ -403,6 +411,9 @@ def train(config: Config, run_dir: str | Path, progress: bool = True,
 
 def _train(config: Config, run_dir: Path, progress: bool,
            strategy: tf.distribute.Strategy | None, scratch: Path | None) -> dict:
+    if config.train.subword_sampling and strategy is not None:
+        raise ConfigError("--subword-sampling does not work with --distribute yet: each worker "
+                          "would cut different batches; train without one of the two")
     chief, sync = scratch is None, ChiefBroadcast(strategy)
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -424,6 +435,13 @@ def _train(config: Config, run_dir: Path, progress: bool,
     if steps == 0:
         raise DataError(f"the training set ({len(data.train)} pairs) gives no full batch of "
                         f"--batch-tokens {config.train.batch_tokens}; lower it")
+    alpha = config.train.subword_sampling
+    if alpha:
+        # Epochs keep the length of a pass over the best segmentations.
+        train_set = make_sampled_dataset(data.train_sources, data.train_targets,
+                                         data.source_tokenizer, data.target_tokenizer, buckets,
+                                         alpha, config.data.max_length, config.train.seed)
+        logger.info("subword sampling: every pass re-cuts the training pairs (alpha %g)", alpha)
     padding = buckets.padding_fraction(data.train.source.row_lengths().numpy(),
                                        data.train.target.row_lengths().numpy() - 1)
     logger.info("%d training pairs (%d too long dropped, %d empty dropped), %d validation "
@@ -504,6 +522,8 @@ def _train(config: Config, run_dir: Path, progress: bool,
     if strategy is None:
         inputs = {"x": train_set, "validation_data": valid_set,
                   "shuffle": False}  # make_dataset shuffled already
+        if alpha:  # endless
+            inputs["steps_per_epoch"] = steps
     else:  # each replica gets its rows of every global batch; epochs of `steps` steps
         inputs = {"x": distribute_batches(strategy, train_set), "steps_per_epoch": steps,
                   "shuffle": False,  # make_dataset shuffled already

@@ -17,7 +17,13 @@ import sentencepiece
 import tensorflow as tf
 
 from nmt import data as corpus_data
-from nmt.pipeline import Buckets, TokenizedCorpus, make_dataset, tokenize_corpus
+from nmt.pipeline import (
+    Buckets,
+    TokenizedCorpus,
+    make_dataset,
+    make_sampled_dataset,
+    tokenize_corpus,
+)
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer, train_sentencepiece
 from tests.helpers import MULTI30K, multi30k_dir  # noqa: F401
 
@@ -180,6 +186,70 @@ def test_training_epochs_are_reshuffled_but_reproducible(corpus, buckets):
 
     assert rows(first) != rows(second)  # a new order each epoch
     assert rows(first) == rows(again)  # the same seed gives the same order
+
+
+# ---------------------------------------------------------------------- subword sampling
+def sampled_batches(text, tokenizers, buckets, count: int, alpha: float = 0.2):
+    dataset = make_sampled_dataset(*text, *tokenizers, buckets, alpha, MAX_LENGTH, seed=3)
+    return epoch(dataset.take(count))
+
+
+def test_sampled_batches_have_bucket_shapes_and_well_formed_rows(text, tokenizers, buckets):
+    shapes = set(zip(buckets.batch_sizes, buckets.lengths, strict=True))
+    batches = sampled_batches(text, tokenizers, buckets, 40)
+    for source, target_in, target_out in batches:
+        assert source.shape == target_in.shape == target_out.shape
+        assert source.shape in shapes
+        for s, t_in, t_out in zip(source, target_in, target_out, strict=True):
+            s, t_in, t_out = unpadded(s), unpadded(t_in), unpadded(t_out)
+            assert s[-1] == EOS_ID and EOS_ID not in s[:-1]
+            assert t_in[0] == BOS_ID and t_out[-1] == EOS_ID
+            assert t_in[1:] == t_out[:-1]  # target_out is target_in shifted by one
+    assert len({b[0].shape for b in batches}) >= 3  # several buckets in use
+
+
+def test_sampled_rows_decode_to_their_own_sentence_pair(text, tokenizers, buckets):
+    """Sampling changes the cuts, never the text: every row detokenises to a corpus pair."""
+    source_tokenizer, target_tokenizer = tokenizers
+    pairs = {normalised(s): set() for s in text[0]}
+    for s, t in zip(*text, strict=True):
+        pairs[normalised(s)].add(normalised(t))
+    checked = 0
+    for source, _, target_out in sampled_batches(text, tokenizers, buckets, 5):
+        sources = source_tokenizer.detokenize(tf.constant(source)).numpy()
+        targets = target_tokenizer.detokenize(tf.constant(target_out)).numpy()
+        for s, t in zip(sources, targets, strict=True):
+            assert t.decode("utf-8") in pairs[s.decode("utf-8")]
+            checked += 1
+    assert checked >= 50
+
+
+def test_passes_cut_the_same_sentence_differently(text, tokenizers, buckets):
+    """Over several passes a sentence shows up with more than one segmentation, and the
+    sampled cuts are finer on average than the single best one (small alpha)."""
+    source_tokenizer, _ = tokenizers
+    best = {normalised(s): source_tokenizer.encode(s) + [EOS_ID] for s in text[0]}
+    cuts = collections.defaultdict(set)
+    for source, _, _ in sampled_batches(text, tokenizers, buckets, 60, alpha=0.1):
+        for row, sentence in zip(source, source_tokenizer.detokenize(tf.constant(source))
+                                 .numpy(), strict=True):
+            cuts[sentence.decode("utf-8")].add(unpadded(row))
+    assert sum(len(c) > 1 for c in cuts.values()) >= 20
+    sampled = np.mean([len(c) for cs in cuts.values() for c in cs])
+    assert sampled > np.mean([len(best[s]) for s in cuts]) + 0.5
+
+
+def test_sampled_pairs_over_max_length_are_skipped(text, tokenizers):
+    """Finer cuts can push a pair over max_length; such pairs are left out of that pass."""
+    short = Buckets.from_budget([8, 12], 16, 200)
+    dataset = make_sampled_dataset(*text, *tokenizers, short, 0.1, 16, seed=1)
+    for source, target_in, _ in epoch(dataset.take(30)):
+        assert source.shape[1] <= 16 and target_in.shape[1] <= 16
+
+
+def test_sampler_rejects_alpha_outside_its_range(tokenizers):
+    with pytest.raises(ValueError, match="alpha"):
+        tokenizers[0].sampler(0.0)
 
 
 # --------------------------------------------------------------------------- figures

@@ -167,6 +167,16 @@ def case_unknown_score(tmp_path):
             ["model.score", "bilinear", *SCORES])
 
 
+def case_subword_sampling_out_of_range(tmp_path):
+    return (["--data-dir", str(MULTI30K), "--subword-sampling", "1.5"],
+            ["train.subword_sampling", "1.5"])
+
+
+def case_subword_sampling_with_distribute(tmp_path):
+    return (["--data-dir", str(MULTI30K), "--subword-sampling", "0.2", "--distribute",
+             "mirrored"], ["--subword-sampling", "--distribute"])
+
+
 def case_unknown_config_field(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"train": {"epochs": 1, "epoch_count": 3}}))
@@ -224,7 +234,8 @@ def case_resume_without_run(tmp_path):
     case_unknown_config_field, case_config_not_json, case_config_missing,
     case_config_is_a_list, case_resume_without_run,
     case_config_is_a_list_and_a_flag_is_given, case_config_section_is_not_an_object,
-    case_config_not_utf8, case_config_bad_yaml,
+    case_config_not_utf8, case_config_bad_yaml, case_subword_sampling_out_of_range,
+    case_subword_sampling_with_distribute,
 ], ids=lambda case: case.__name__.removeprefix("case_"))
 def test_bad_input_gives_one_line_error(case, tmp_path, capsys):
     argv, expected = case(tmp_path)
@@ -507,6 +518,18 @@ def test_time_budget_stops_training_early(tmp_path):
     assert metrics["wall_time"] >= 0.05 * 60
     assert read_metrics(tmp_path / "run")["stopped_by"] == "time_budget"
     assert (tmp_path / "run" / "best.weights.h5").is_file()
+
+
+def test_subword_sampling_run_learns_with_epochs_of_fixed_length(tmp_path):
+    """Re-cut batches each pass: the loss still falls, and every epoch is as many steps as
+    a pass over the best segmentations (the endless sampled stream is cut by Keras)."""
+    run_dir = tmp_path / "run"
+    metrics = train(tiny_config(subword_sampling=0.2), run_dir, progress=False)
+    losses = [epoch["loss"] for epoch in metrics["epochs"]]
+    assert len(losses) == 3 and losses[-1] < losses[0] - 0.3
+    assert checkpoint_values(run_dir) == {"epoch": 3, "steps": 3 * metrics["batches_per_epoch"]}
+    assert Config.load(run_dir / "config.json").train.subword_sampling == 0.2
+    assert np.isfinite(metrics["best"]["val_bleu"])
 
 
 def test_cosine_rate_warms_up_then_follows_the_cosine():
