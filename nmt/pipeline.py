@@ -41,10 +41,7 @@ def tokenize_corpus(source_lines: list[str], target_lines: list[str],
     """Tokenise both sides once (in large batches) and drop pairs over `max_length` tokens."""
     source = _tokenize_in_batches(source_lines, source_tokenizer, batch_size)
     target = _tokenize_in_batches(target_lines, target_tokenizer, batch_size)
-    eos = tf.fill([source.nrows(), 1], EOS_ID)
-    bos = tf.fill([target.nrows(), 1], BOS_ID)
-    corpus = TokenizedCorpus(tf.concat([source, eos], axis=1),
-                             tf.concat([bos, target, tf.fill([target.nrows(), 1], EOS_ID)], axis=1))
+    corpus = TokenizedCorpus(*_framed(source, target))
     if max_length is None:
         return corpus
     keep = corpus.lengths <= max_length
@@ -53,6 +50,14 @@ def tokenize_corpus(source_lines: list[str], target_lines: list[str],
         logger.info("dropped %d of %d pairs longer than %d tokens", dropped, len(keep), max_length)
     return TokenizedCorpus(tf.ragged.boolean_mask(corpus.source, keep),
                            tf.ragged.boolean_mask(corpus.target, keep), dropped)
+
+
+def _framed(source: tf.RaggedTensor, target: tf.RaggedTensor
+            ) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+    """Subword ids [pairs, (len)] of both sides -> sources ending in EOS, targets BOS ... EOS."""
+    eos = tf.fill([source.nrows(), 1], EOS_ID)
+    bos = tf.fill([target.nrows(), 1], BOS_ID)
+    return tf.concat([source, eos], axis=1), tf.concat([bos, target, eos], axis=1)
 
 
 def _tokenize_in_batches(lines: list[str], tokenizer: SubwordTokenizer,
@@ -111,8 +116,7 @@ def make_dataset(corpus: TokenizedCorpus, buckets: Buckets, shuffle: bool, seed:
     dataset = tf.data.Dataset.from_tensor_slices((
         corpus.source.to_tensor(), corpus.source.row_lengths(),
         corpus.target.to_tensor(), corpus.target.row_lengths()))
-    dataset = dataset.map(lambda source, source_length, target, target_length: (
-        source[:source_length], target[:target_length - 1], target[1:target_length])).cache()
+    dataset = dataset.map(_unpadded).cache()
     if shuffle:
         dataset = dataset.shuffle(len(corpus), seed=seed, reshuffle_each_iteration=True)
     dataset = _bucketed(dataset, buckets, drop_remainder)
@@ -135,23 +139,22 @@ def make_sampled_dataset(source_lines: list[str], target_lines: list[str],
     sample_target = target_tokenizer.sampler(alpha)
 
     def cut(sources, targets):
-        source, target = sample_source(sources), sample_target(targets)
-        eos = tf.fill([source.nrows(), 1], EOS_ID)
-        bos = tf.fill([target.nrows(), 1], BOS_ID)
-        source, target = tf.concat([source, eos], axis=1), tf.concat([bos, target, eos], axis=1)
+        source, target = _framed(sample_source(sources), sample_target(targets))
         return (source.to_tensor(), source.row_lengths(), target.to_tensor(),
                 target.row_lengths())
-
-    def unpad(source, source_length, target, target_length):
-        return source[:source_length], target[:target_length - 1], target[1:target_length]
 
     dataset = tf.data.Dataset.from_tensor_slices((source_lines, target_lines))
     dataset = dataset.shuffle(len(source_lines), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.repeat().batch(1024).map(cut, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.unbatch().map(unpad).filter(
+    dataset = dataset.unbatch().map(_unpadded).filter(
         lambda source, target_in, _: tf.maximum(tf.shape(source)[0],
                                                 tf.shape(target_in)[0]) <= max_length)
     return _bucketed(dataset, buckets, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _unpadded(source, source_length, target, target_length):
+    """One padded pair -> (source, target_in, target_out): target without EOS / BOS."""
+    return source[:source_length], target[:target_length - 1], target[1:target_length]
 
 
 def _bucketed(dataset: tf.data.Dataset, buckets: Buckets,

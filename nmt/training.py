@@ -429,19 +429,20 @@ def _train(config: Config, run_dir: Path, progress: bool,
 
     buckets = Buckets.from_budget(config.train.bucket_boundaries, config.data.max_length,
                                   config.train.batch_tokens)
-    train_set = make_dataset(data.train, buckets, shuffle=True, seed=config.train.seed)
-    valid_set = make_dataset(data.valid, buckets, shuffle=False)
-    steps = int(train_set.cardinality())
+    # Batches in a pass over the best segmentations: the epoch length, sampled cuts or not.
+    steps = buckets.batches_per_epoch(data.train.lengths, drop_remainder=True)
     if steps == 0:
         raise DataError(f"the training set ({len(data.train)} pairs) gives no full batch of "
                         f"--batch-tokens {config.train.batch_tokens}; lower it")
     alpha = config.train.subword_sampling
     if alpha:
-        # Epochs keep the length of a pass over the best segmentations.
         train_set = make_sampled_dataset(data.train_sources, data.train_targets,
                                          data.source_tokenizer, data.target_tokenizer, buckets,
                                          alpha, config.data.max_length, config.train.seed)
         logger.info("subword sampling: every pass re-cuts the training pairs (alpha %g)", alpha)
+    else:
+        train_set = make_dataset(data.train, buckets, shuffle=True, seed=config.train.seed)
+    valid_set = make_dataset(data.valid, buckets, shuffle=False)
     padding = buckets.padding_fraction(data.train.source.row_lengths().numpy(),
                                        data.train.target.row_lengths().numpy() - 1)
     logger.info("%d training pairs (%d too long dropped, %d empty dropped), %d validation "

@@ -160,12 +160,13 @@ def test_batch_rows_are_the_corpus_pairs(corpus, buckets):
     assert received == expected
 
 
-def test_shuffled_rows_decode_to_their_own_sentence_pair(text, corpus, buckets, tokenizers):
+def rows_checked_against_corpus(batches, text, tokenizers) -> int:
+    """Assert that every row of `batches` detokenises to a (source, target) pair of `text`;
+    return how many rows were checked."""
     source_tokenizer, target_tokenizer = tokenizers
     pairs = {normalised(s): set() for s in text[0]}
     for s, t in zip(*text, strict=True):
         pairs[normalised(s)].add(normalised(t))
-    batches = epoch(make_dataset(corpus, buckets, shuffle=True, seed=11))[:3]
     checked = 0
     for source, _, target_out in batches:
         sources = source_tokenizer.detokenize(tf.constant(source)).numpy()
@@ -173,7 +174,12 @@ def test_shuffled_rows_decode_to_their_own_sentence_pair(text, corpus, buckets, 
         for s, t in zip(sources, targets, strict=True):
             assert t.decode("utf-8") in pairs[s.decode("utf-8")]
             checked += 1
-    assert checked >= 30
+    return checked
+
+
+def test_shuffled_rows_decode_to_their_own_sentence_pair(text, corpus, buckets, tokenizers):
+    batches = epoch(make_dataset(corpus, buckets, shuffle=True, seed=11))[:3]
+    assert rows_checked_against_corpus(batches, text, tokenizers) >= 30
 
 
 def test_training_epochs_are_reshuffled_but_reproducible(corpus, buckets):
@@ -210,18 +216,8 @@ def test_sampled_batches_have_bucket_shapes_and_well_formed_rows(text, tokenizer
 
 def test_sampled_rows_decode_to_their_own_sentence_pair(text, tokenizers, buckets):
     """Sampling changes the cuts, never the text: every row detokenises to a corpus pair."""
-    source_tokenizer, target_tokenizer = tokenizers
-    pairs = {normalised(s): set() for s in text[0]}
-    for s, t in zip(*text, strict=True):
-        pairs[normalised(s)].add(normalised(t))
-    checked = 0
-    for source, _, target_out in sampled_batches(text, tokenizers, buckets, 5):
-        sources = source_tokenizer.detokenize(tf.constant(source)).numpy()
-        targets = target_tokenizer.detokenize(tf.constant(target_out)).numpy()
-        for s, t in zip(sources, targets, strict=True):
-            assert t.decode("utf-8") in pairs[s.decode("utf-8")]
-            checked += 1
-    assert checked >= 50
+    batches = sampled_batches(text, tokenizers, buckets, 5)
+    assert rows_checked_against_corpus(batches, text, tokenizers) >= 50
 
 
 def test_passes_cut_the_same_sentence_differently(text, tokenizers, buckets):
