@@ -74,6 +74,9 @@ OPTIONS = [
     ("train", "subword_sampling", "--subword-sampling", float,
      "subword regularisation: re-cut the training sentences on every pass by sampling "
      "sentencepiece segmentations with this alpha (smaller = more varied; 0 = off)"),
+    ("train", "ema_decay", "--ema-decay", float,
+     "validate and save an exponential moving average of the weights with this decay per "
+     "step (e.g. 0.999; 0 = off)"),
 ]
 
 

@@ -120,6 +120,9 @@ class TrainConfig:
     # Subword regularisation (Kudo 2018): alpha of sentencepiece sampling, each pass over the
     # training corpus cuts every sentence anew; 0 = always the single best segmentation
     subword_sampling: float = 0.0
+    # Exponential moving average of the weights (Polyak averaging, nmt.averaging): validation
+    # and the saved weights use the average; 0 = off, else the decay per step (e.g. 0.999)
+    ema_decay: float = 0.0
 
     def validate(self) -> None:
         """Raise ConfigError for values training cannot run with."""
@@ -138,6 +141,8 @@ class TrainConfig:
         _require(self.valid_beam >= 1, "train.valid_beam", ">= 1", self.valid_beam)
         _require(0.0 <= self.subword_sampling <= 1.0, "train.subword_sampling",
                  "0 (off) or an alpha in (0, 1]", self.subword_sampling)
+        _require(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "0 (off) or a decay in (0, 1)",
+                 self.ema_decay)
         bounds = self.bucket_boundaries
         _require(bool(bounds) and all(b >= 2 for b in bounds) and bounds == sorted(set(bounds)),
                  "train.bucket_boundaries", "increasing lengths >= 2", bounds)

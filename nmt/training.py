@@ -18,6 +18,7 @@ resumed state from the chief at start-up and write nothing there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -36,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from nmt import data as corpus_data
+from nmt.averaging import WeightAverage
 from nmt.config import Config
 from nmt.distribute import (
     ChiefBroadcast,
@@ -273,8 +275,10 @@ class RunKeeper(keras.callbacks.Callback):
 
     def __init__(self, run_dir: Path, translator: Translator, sources: list[str],
                  references: list[str], manager: tf.train.CheckpointManager,
-                 epoch_variable: tf.Variable, metrics: dict, budget: TimeBudget, beam: int = 1):
+                 epoch_variable: tf.Variable, metrics: dict, budget: TimeBudget, beam: int = 1,
+                 average: WeightAverage | None = None):
         super().__init__()
+        self.average = average
         self.run_dir, self.translator = run_dir, translator
         self.sources, self.references = sources, references
         self.manager, self.epoch_variable = manager, epoch_variable
@@ -286,6 +290,21 @@ class RunKeeper(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         train_seconds = time.perf_counter() - self.epoch_start
+        # Validation and the saved weights use the averaged weights; the resume checkpoint
+        # below keeps the raw ones that training continues from.
+        with self.average.swapped() if self.average else contextlib.nullcontext():
+            improved, record = self._validate_and_save(epoch, logs, train_seconds)
+        self.epoch_variable.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+        logger.info("epoch %d  loss %.3f  ppl %.2f  val_ppl %.2f  BLEU %.2f  chrF %.2f  "
+                    "%.0f tok/s  %s%s", epoch + 1, record["loss"], record["ppl"],
+                    record.get("val_ppl", float("nan")), record["val_bleu"], record["val_chrf"],
+                    record["tokens_per_second"], _clock(record["wall_time"]),
+                    "  (best)" if improved else "")
+
+    def _validate_and_save(self, epoch: int, logs: dict, train_seconds: float
+                           ) -> tuple[bool, dict]:
+        """Validation BLEU/chrF, best and last weights, metrics.json."""
         if self.translator.model is not self.model:  # a float32 twin outside the strategy
             self.translator.model.set_weights(self.model.get_weights())
         hypotheses = [t.text for t in self.translator.translate(self.sources, beam=self.beam,
@@ -305,13 +324,7 @@ class RunKeeper(keras.callbacks.Callback):
         self.metrics["chrf_signature"] = scores["chrf_signature"]
         self.metrics["wall_time"] = record["wall_time"]
         atomic_write_text(self.run_dir / METRICS_FILE, json.dumps(self.metrics, indent=2) + "\n")
-        self.epoch_variable.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
-        logger.info("epoch %d  loss %.3f  ppl %.2f  val_ppl %.2f  BLEU %.2f  chrF %.2f  "
-                    "%.0f tok/s  %s%s", epoch + 1, record["loss"], record["ppl"],
-                    record.get("val_ppl", float("nan")), record["val_bleu"], record["val_chrf"],
-                    record["tokens_per_second"], _clock(record["wall_time"]),
-                    "  (best)" if improved else "")
+        return improved, record
 
 
 class WorkerCheckpoint(keras.callbacks.Callback):
@@ -414,6 +427,9 @@ def _train(config: Config, run_dir: Path, progress: bool,
     if config.train.subword_sampling and strategy is not None:
         raise ConfigError("--subword-sampling does not work with --distribute yet: each worker "
                           "would cut different batches; train without one of the two")
+    if config.train.ema_decay and strategy is not None:
+        raise ConfigError("--ema-decay does not work with --distribute yet: the average lives "
+                          "outside the strategy's replicas; train without one of the two")
     chief, sync = scratch is None, ChiefBroadcast(strategy)
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -473,8 +489,11 @@ def _train(config: Config, run_dir: Path, progress: bool,
     # Validation decodes with a float32 copy of the weights made outside the strategy.
     eval_model = _weights_twin(model) if chief and (policy or strategy is not None) else model
 
+    average = (WeightAverage(model, config.train.ema_decay) if config.train.ema_decay
+               else None)
     epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_variable)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_variable,
+                                     **({"average": average.checkpoint_items()} if average else {}))
     manager = (tf.train.CheckpointManager(checkpoint, run_dir / "resume", max_to_keep=1)
                if chief else None)
     metrics = _load_metrics(run_dir) if chief and manager.latest_checkpoint else {}
@@ -505,12 +524,14 @@ def _train(config: Config, run_dir: Path, progress: bool,
         callbacks.append(CosineOverBudget(config.train.learning_rate, config.train.warmup_steps,
                                           config.train.epochs * steps, budget))
     callbacks.append(ProgressBar(config.train.epochs, steps, enabled=progress and chief))
+    if average:
+        callbacks.append(average)
     if chief:
         translator = Translator(config, eval_model, data.source_tokenizer,
                                 data.target_tokenizer, name=run_dir.name)
         callbacks.append(RunKeeper(run_dir, translator, data.valid_sources,
                                    data.valid_references, manager, epoch_variable, metrics,
-                                   budget, beam=config.train.valid_beam))
+                                   budget, beam=config.train.valid_beam, average=average))
     else:
         callbacks.append(WorkerCheckpoint(checkpoint, epoch_variable, scratch))
     if sync.active:

@@ -177,6 +177,15 @@ def case_subword_sampling_with_distribute(tmp_path):
              "mirrored"], ["--subword-sampling", "--distribute"])
 
 
+def case_ema_decay_out_of_range(tmp_path):
+    return (["--data-dir", str(MULTI30K), "--ema-decay", "1.0"], ["train.ema_decay", "1.0"])
+
+
+def case_ema_decay_with_distribute(tmp_path):
+    return (["--data-dir", str(MULTI30K), "--ema-decay", "0.999", "--distribute", "mirrored"],
+            ["--ema-decay", "--distribute"])
+
+
 def case_unknown_config_field(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"train": {"epochs": 1, "epoch_count": 3}}))
@@ -235,7 +244,8 @@ def case_resume_without_run(tmp_path):
     case_config_is_a_list, case_resume_without_run,
     case_config_is_a_list_and_a_flag_is_given, case_config_section_is_not_an_object,
     case_config_not_utf8, case_config_bad_yaml, case_subword_sampling_out_of_range,
-    case_subword_sampling_with_distribute,
+    case_subword_sampling_with_distribute, case_ema_decay_out_of_range,
+    case_ema_decay_with_distribute,
 ], ids=lambda case: case.__name__.removeprefix("case_"))
 def test_bad_input_gives_one_line_error(case, tmp_path, capsys):
     argv, expected = case(tmp_path)
