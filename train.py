@@ -51,6 +51,8 @@ OPTIONS = [
     ("model", "tie_embeddings", "--tie-embeddings", "bool",
      "share the target embedding with the output projection"),
     ("model", "dropout", "--dropout", float, "dropout rate"),
+    ("model", "word_dropout", "--word-dropout", float,
+     "probability of dropping a whole source or target word embedding in training"),
     ("train", "epochs", "--epochs", int, "maximum number of epochs"),
     ("train", "time_budget", "--time-budget", float,
      "stop after this many minutes of wall time (the last epoch is cut short and validated)"),

@@ -44,6 +44,9 @@ class ModelConfig:
     input_feeding: bool = False
     tie_embeddings: bool = False
     dropout: float = 0.2
+    # Training drops whole source and target words (their embedding vectors) with this
+    # probability (Gal & Ghahramani 2016; Sennrich & Zhang 2019); 0 = off
+    word_dropout: float = 0.0
 
     def validate(self) -> None:
         """Raise ConfigError for values the model cannot be built from."""
@@ -53,6 +56,8 @@ class ModelConfig:
                      "encoder_layers", "decoder_units", "decoder_layers", "attention_units"):
             _require(getattr(self, name) >= 1, f"model.{name}", ">= 1", getattr(self, name))
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "a value in [0, 1)", self.dropout)
+        _require(0.0 <= self.word_dropout < 1.0, "model.word_dropout", "a value in [0, 1)",
+                 self.word_dropout)
         _require(self.hard_temperature > 0, "model.hard_temperature", "> 0", self.hard_temperature)
         _require(self.score in SCORES, "model.score", f"one of {sorted(SCORES)}", self.score)
         _require(self.attention_mode in ATTENTION_MODES, "model.attention_mode",

@@ -28,10 +28,12 @@ class Encoder(keras.layers.Layer):
     """Source token ids [batch, ts] -> states [batch, ts, 2*units] and final [batch, 2*units]."""
 
     def __init__(self, vocab_size: int, embedding_dim: int, units: int, num_layers: int = 1,
-                 dropout: float = 0.0, **kwargs):
+                 dropout: float = 0.0, word_dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.embedding_dim = vocab_size, embedding_dim
         self.units, self.num_layers, self.dropout_rate = units, num_layers, dropout
+        self.word_dropout_rate = word_dropout
+        self.drop_words = word_dropout_layer(word_dropout, sequence=True)
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
         self.rnns = [
             keras.layers.Bidirectional(
@@ -43,7 +45,8 @@ class Encoder(keras.layers.Layer):
 
     def call(self, tokens, training=False):
         mask = tf.not_equal(tokens, PAD_ID)  # [batch, ts]
-        states = self.dropout(self.embedding(tokens), training=training)
+        states = self.dropout(self.drop_words(self.embedding(tokens), training=training),
+                              training=training)
         for rnn in self.rnns:
             outputs, forward, backward = rnn(states, mask=mask, training=training)
             states = self.dropout(outputs, training=training)  # [batch, ts, 2*units]
@@ -52,8 +55,17 @@ class Encoder(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, embedding_dim=self.embedding_dim,
-                      units=self.units, num_layers=self.num_layers, dropout=self.dropout_rate)
+                      units=self.units, num_layers=self.num_layers, dropout=self.dropout_rate,
+                      word_dropout=self.word_dropout_rate)
         return config
+
+
+def word_dropout_layer(rate: float, sequence: bool) -> keras.layers.Layer:
+    """Drops whole word embeddings ([batch, time, dim] or, for one step, [batch, dim]) in
+    training; an identity when `rate` is 0, so models without it keep their weight layout."""
+    if not rate:
+        return keras.layers.Identity()
+    return keras.layers.Dropout(rate, noise_shape=(None, None, 1) if sequence else (None, 1))
 
 
 @keras.saving.register_keras_serializable(package="nmt")
@@ -72,7 +84,7 @@ class Seq2Seq(keras.Model):
         self.config = config
         c = config
         self.encoder = Encoder(c.src_vocab_size, c.embedding_dim, c.encoder_units,
-                               c.encoder_layers, c.dropout, name="encoder")
+                               c.encoder_layers, c.dropout, c.word_dropout, name="encoder")
         self.target_embedding = keras.layers.Embedding(c.tgt_vocab_size, c.embedding_dim,
                                                        name="target_embedding")
         self.bridge = keras.layers.Dense(c.decoder_layers * c.decoder_units, activation="tanh",
@@ -88,6 +100,8 @@ class Seq2Seq(keras.Model):
         self.combine = keras.layers.Dense(self.feed_dim, activation="tanh", use_bias=False,
                                           name="combine")
         self.dropout = keras.layers.Dropout(c.dropout)
+        self.drop_words = word_dropout_layer(c.word_dropout, sequence=True)
+        self.drop_step_words = word_dropout_layer(c.word_dropout, sequence=False)
         if not c.tie_embeddings:
             self.output_layer = keras.layers.Dense(c.tgt_vocab_size, name="output")
         self.label_smoothing = 0.0  # set by training; not part of the architecture
@@ -119,7 +133,8 @@ class Seq2Seq(keras.Model):
         Returns:
             logits [batch, vocab], the new state, attention weights [batch, ts].
         """
-        inputs = self.dropout(self.target_embedding(tokens), training=training)
+        inputs = self.drop_step_words(self.target_embedding(tokens), training=training)
+        inputs = self.dropout(inputs, training=training)
         if self.config.input_feeding:
             inputs = tf.concat([inputs, state["feed"]], axis=-1)
         hidden = []
@@ -156,7 +171,8 @@ class Seq2Seq(keras.Model):
 
     def _decode_parallel(self, target_in, state, memory, training):
         """All target positions at once: GRUs over the sequence, one batched attention."""
-        states = self.dropout(self.target_embedding(target_in), training=training)
+        states = self.drop_words(self.target_embedding(target_in), training=training)
+        states = self.dropout(states, training=training)
         for index, rnn in enumerate(self.decoder_rnns):
             states, _ = rnn(states, initial_state=[state["hidden"][:, index]], training=training)
             if index + 1 < len(self.decoder_rnns):

@@ -13,7 +13,7 @@ import tensorflow as tf
 from nmt.config import Config, DataConfig, ModelConfig, TrainConfig
 from nmt.errors import ConfigError
 from nmt.losses import token_losses
-from nmt.model import BOS_ID, EOS_ID, PAD_ID, Seq2Seq, build_model
+from nmt.model import BOS_ID, EOS_ID, PAD_ID, Seq2Seq, build_model, word_dropout_layer
 
 ALL_SCORES = ("dot", "scaled_dot", "general", "cosine", "additive")
 
@@ -166,6 +166,7 @@ SAVE_CASES = {
                                    "tie_embeddings": True, "attention_mode": "hard",
                                    "decoder_layers": 2},
     "cosine": {"score": "cosine"},
+    "word-dropout": {"word_dropout": 0.2, "dropout": 0.1},
 }
 
 
@@ -181,6 +182,38 @@ def test_seq2seq_keras_file_round_trip_without_custom_objects(overrides, tmp_pat
     assert restored.config == model.config
     for got, want in zip(restored((source, target_in), training=False), expected, strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+# --------------------------------------------------------------------- word dropout
+@pytest.mark.parametrize("sequence", [True, False])
+def test_word_dropout_drops_whole_embedding_vectors(sequence):
+    keras.utils.set_random_seed(3)
+    layer = word_dropout_layer(0.3, sequence=sequence)
+    shape = (40, 50, 16) if sequence else (2000, 16)
+    embedded = tf.ones(shape)
+    dropped = np.asarray(layer(embedded, training=True)).reshape(-1, 16)
+    kept = dropped[:, 0] != 0
+    np.testing.assert_allclose(dropped[kept], 1 / 0.7, rtol=1e-6)  # whole rows, rescaled
+    np.testing.assert_array_equal(dropped[~kept], 0.0)
+    assert 0.25 < 1 - kept.mean() < 0.35
+    np.testing.assert_array_equal(np.asarray(layer(embedded, training=False)), embedded)
+
+
+def test_word_dropout_changes_training_only_and_adds_no_weights():
+    source, target_in = toy_batch(seed=2)
+    plain = small_model(seed=5)
+    model = small_model(seed=5, word_dropout=0.5, input_feeding=False)
+    assert [tuple(w.shape) for w in model.weights] == [tuple(w.shape) for w in plain.weights]
+    model.set_weights(plain.get_weights())
+    for got, want in zip(model((source, target_in)), plain((source, target_in)), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+    trained = [np.asarray(model((source, target_in), training=True)[0]) for _ in range(2)]
+    assert not np.allclose(trained[0], trained[1])
+    # decode_step (input feeding trains through it) drops step words too
+    memory, state = model.encode(source)
+    steps = [np.asarray(model.decode_step(target_in[:, 1], state, memory, training=True)[0])
+             for _ in range(6)]
+    assert any(not np.allclose(steps[0], other) for other in steps[1:])
 
 
 # --------------------------------------------------------------------------- config
@@ -227,6 +260,8 @@ def test_from_dict_wrong_type_is_named(data, field):
     ({"model": {"score": "bogus"}}, "model.score"),
     ({"model": {"attention_mode": "sparse"}}, "model.attention_mode"),
     ({"model": {"dropout": 1.0}}, "model.dropout"),
+    ({"model": {"word_dropout": -0.1}}, "model.word_dropout"),
+    ({"train": {"ema_decay": 1.5}}, "train.ema_decay"),
     ({"train": {"lr_schedule": "linear"}}, "train.lr_schedule"),
 ])
 def test_from_dict_invalid_value_is_named(data, field):
