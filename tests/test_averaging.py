@@ -36,7 +36,8 @@ def test_average_matches_a_numpy_reference():
         average.update()
         d = min(decay, (1 + step) / (10 + step))
         reference = [d * r + (1 - d) * w for r, w in zip(reference,
-                                                         values(model.trainable_variables))]
+                                                         values(model.trainable_variables),
+                                                         strict=True)]
     for shadow, expected in zip(average.shadows, reference, strict=True):
         np.testing.assert_allclose(shadow.numpy(), expected, rtol=1e-5, atol=1e-6)
     assert int(average.updates.numpy()) == 30
@@ -49,18 +50,18 @@ def test_swapped_holds_the_average_and_then_restores_the_raw_weights():
         weight.assign(weight + 1.0)
     average.update()
     raw, averaged = values(model.trainable_variables), values(average.shadows)
-    assert not all(np.allclose(r, a) for r, a in zip(raw, averaged))
+    assert not all(np.allclose(r, a) for r, a in zip(raw, averaged, strict=True))
     with pytest.raises(RuntimeError):
         with average.swapped():
-            for weight, expected in zip(model.trainable_variables, averaged):
+            for weight, expected in zip(model.trainable_variables, averaged, strict=True):
                 np.testing.assert_array_equal(weight.numpy(), expected)
             with average.swapped():  # nested: still the average, and no double swap
                 np.testing.assert_array_equal(model.trainable_variables[0].numpy(), averaged[0])
             np.testing.assert_array_equal(model.trainable_variables[0].numpy(), averaged[0])
             raise RuntimeError("the raw weights must come back even after an error")
-    for weight, expected in zip(model.trainable_variables, raw):
+    for weight, expected in zip(model.trainable_variables, raw, strict=True):
         np.testing.assert_array_equal(weight.numpy(), expected)
-    for shadow, expected in zip(average.shadows, averaged):
+    for shadow, expected in zip(average.shadows, averaged, strict=True):
         np.testing.assert_array_equal(shadow.numpy(), expected)
 
 
@@ -93,5 +94,6 @@ def test_run_saves_the_average_and_resumes_from_the_raw_weights(tmp_path, multi3
         shadow = reader.get_tensor(f"average/shadows/{index}/.ATTRIBUTES/VARIABLE_VALUE")
         np.testing.assert_allclose(weight.numpy(), shadow, rtol=1e-6, atol=1e-7)
     differences = [np.abs(a.numpy() - b.numpy()).max()
-                   for a, b in zip(last.trainable_variables, raw.trainable_variables)]
+                   for a, b in zip(last.trainable_variables, raw.trainable_variables,
+                                   strict=True)]
     assert max(differences) > 1e-3  # the saved weights are the average, not the raw ones
