@@ -50,7 +50,7 @@ class WeightAverage(keras.callbacks.Callback):
     @contextlib.contextmanager
     def swapped(self) -> Iterator[None]:
         """Inside the block the model holds the averaged weights; the raw ones come back after."""
-        if self._swapped:  # nested (validation loss inside an epoch end): already in place
+        if self._swapped:  # nested inside another block: the average is already in place
             yield
             return
         raw = [w.numpy() for w in self.weights]
@@ -66,8 +66,8 @@ class WeightAverage(keras.callbacks.Callback):
 
     # Keras evaluates the validation loss between the last step and on_epoch_end.
     def on_test_begin(self, logs=None):
-        self._test_block = self.swapped()
-        self._test_block.__enter__()
+        self._test_block = contextlib.ExitStack()
+        self._test_block.enter_context(self.swapped())
 
     def on_test_end(self, logs=None):
-        self._test_block.__exit__(None, None, None)
+        self._test_block.close()
