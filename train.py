@@ -19,11 +19,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chat
 
 # (section, field, flag, type, help) for every configurable option, in --help order.
 OPTIONS = [
-    ("data", "corpus", "--corpus", str, "built-in corpus name (default: multi30k)"),
+    ("data", "corpus", "--corpus", str,
+     "built-in corpus: multi30k or tatoeba, or several trained on as one: multi30k+tatoeba"),
     ("data", "src", "--src", str, "source language code, e.g. de"),
     ("data", "tgt", "--tgt", str, "target language code, e.g. en"),
     ("data", "data_dir", "--data-dir", str,
-     "read the corpus files from this local folder instead of downloading them"),
+     "read the corpus files from this local folder instead of downloading them; with "
+     "several corpora repeat it as NAME=DIR, e.g. --data-dir multi30k=DIR1 --data-dir "
+     "tatoeba=DIR2"),
     ("data", "cache_dir", "--cache-dir", str, "download cache (default: data)"),
     ("data", "train_src", "--train-src", str, "plain-text (or .gz) training source file"),
     ("data", "train_tgt", "--train-tgt", str, "plain-text (or .gz) training target file"),
@@ -102,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "collective op before giving up (must exceed the chief's validation)")
     for section, name, flag, kind, text in OPTIONS:
         dest = f"{section}.{name}"
-        if kind == "bool":
+        if flag == "--data-dir":
+            parser.add_argument(flag, dest=dest, action="append", default=None, help=text)
+        elif kind == "bool":
             parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
                                 default=None, help=text)
         else:
@@ -149,6 +154,8 @@ def config_from_args(args: argparse.Namespace):
         value = getattr(args, f"{section}.{name}")
         if value is None:
             continue
+        if isinstance(value, list) and len(value) == 1:  # --data-dir given once
+            value = value[0]
         if not isinstance(values.setdefault(section, {}), dict):
             raise ConfigError(f"config file {args.config}: section {section!r}: expected an "
                               f"object, received {values[section]!r}")

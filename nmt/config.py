@@ -75,10 +75,13 @@ class ModelConfig:
 class DataConfig:
     """Where the parallel corpus comes from and how it is cut into subwords."""
 
-    corpus: str = "multi30k"
+    # built-in corpus, or several trained on as one: "multi30k+tatoeba" or a list of names
+    corpus: str | list[str] = "multi30k"
     src: str = "de"
     tgt: str = "en"
-    data_dir: str | None = None  # local folder with the corpus files (no download)
+    # local folder with the corpus files (no download); with several corpora one NAME=DIR
+    # entry per corpus (a list, or comma-separated)
+    data_dir: str | list[str] | None = None
     cache_dir: str = "data"  # download cache
     train_src: str | None = None  # plain-text corpus instead of a built-in one
     train_tgt: str | None = None
@@ -93,6 +96,13 @@ class DataConfig:
     def validate(self) -> None:
         """Raise ConfigError for inconsistent data options."""
         _require(self.max_length >= 2, "data.max_length", ">= 2", self.max_length)
+        from nmt.data import corpus_names
+        from nmt.errors import DataError
+
+        try:
+            corpus_names(self.corpus)
+        except DataError as error:
+            raise ConfigError(f"data.corpus: {error}") from None
         for name in ("src_vocab_size", "tgt_vocab_size"):
             _require(getattr(self, name) >= 16, f"data.{name}", ">= 16", getattr(self, name))
         pairs = [(self.train_src, self.train_tgt), (self.valid_src, self.valid_tgt)]

@@ -48,6 +48,8 @@ class CorpusSpec:
         splits: split name -> language -> file name (`<split>.<lang>.gz`).
         sha256: file name -> pinned SHA-256 hex digest, or None when no checksum is known.
         aliases: alternative split names -> canonical split name.
+        archive: the one file that holds every split (Tatoeba's zip, split by
+            `nmt.tatoeba`), or None when each split and language is a file of its own.
     """
 
     name: str
@@ -56,6 +58,7 @@ class CorpusSpec:
     splits: dict[str, dict[str, str]]
     sha256: dict[str, str | None]
     aliases: dict[str, str]
+    archive: str | None = None
 
     def url(self, filename: str) -> str:
         """Return the download address of one file of this corpus."""
@@ -140,7 +143,41 @@ def _multi30k_spec() -> CorpusSpec:
     )
 
 
-CORPORA: dict[str, CorpusSpec] = {"multi30k": _multi30k_spec()}
+# The 2018-05-13 ManyThings.org file, kept at a commit-addressed (immutable) address.
+_TATOEBA_URL = ("https://raw.githubusercontent.com/rioyshky/translation/"
+                "de48b7027f7318d77010a6e08ed928c10748c23d/{filename}")
+_TATOEBA_ZIP = "deu-eng.zip"
+_TATOEBA_SHA256 = "b7688f84f99fa33c17397c14d8bd9cef1fdeb2ee0bf50074767023aee8926e28"
+
+
+def _tatoeba_spec() -> CorpusSpec:
+    """Tatoeba German-English: one zip, split into train/dev/test by `nmt.tatoeba`."""
+    splits = {split: {"en": _TATOEBA_ZIP, "de": _TATOEBA_ZIP} for split in ("train", "dev", "test")}
+    return CorpusSpec(
+        name="tatoeba",
+        url_pattern=_TATOEBA_URL,
+        languages=("en", "de"),
+        splits=splits,
+        sha256={_TATOEBA_ZIP: _TATOEBA_SHA256},
+        aliases={"valid": "dev", "val": "dev"},
+        archive=_TATOEBA_ZIP,
+    )
+
+
+CORPORA: dict[str, CorpusSpec] = {"multi30k": _multi30k_spec(), "tatoeba": _tatoeba_spec()}
+
+
+def corpus_names(corpus: str | list[str]) -> list[str]:
+    """The corpora of a `--corpus` value: `"multi30k+tatoeba"` or a list; each one checked."""
+    names = corpus.split("+") if isinstance(corpus, str) else list(corpus)
+    names = [name.strip() for name in names]
+    if not names or any(not name for name in names):
+        raise DataError(f"empty corpus name in {corpus!r}; write e.g. multi30k+tatoeba")
+    if len(set(names)) != len(names):
+        raise DataError(f"corpus {corpus!r} names a corpus twice")
+    for name in names:
+        get_corpus(name)
+    return names
 
 
 def get_corpus(corpus: str) -> CorpusSpec:
@@ -148,6 +185,28 @@ def get_corpus(corpus: str) -> CorpusSpec:
     if corpus not in CORPORA:
         raise DataError(f"unknown corpus '{corpus}'; expected one of: {', '.join(sorted(CORPORA))}")
     return CORPORA[corpus]
+
+
+def data_dir_for(data_dir: str | list[str] | None, corpus: str,
+                 corpora: str | list[str]) -> str | None:
+    """The local folder of `corpus` from `--data-dir`: None (download), one plain folder
+    (one corpus only), or `NAME=DIR` entries (one per corpus; a list or comma-separated)."""
+    if data_dir is None:
+        return None
+    entries = data_dir if isinstance(data_dir, list) else [data_dir]
+    named, plain = {}, []
+    for entry in entries:
+        for part in entry.split(",") if "=" in entry else [entry]:
+            name, sep, folder = part.partition("=")
+            if sep and name.strip() in CORPORA:
+                named[name.strip()] = folder
+            else:
+                plain.append(part)
+    if plain and (named or len(plain) > 1 or len(corpus_names(corpora)) > 1):
+        raise DataError(f"--data-dir {', '.join(plain)}: with several corpora give one "
+                        "--data-dir NAME=DIR per corpus, e.g. --data-dir multi30k=DIR1 "
+                        "--data-dir tatoeba=DIR2")
+    return plain[0] if plain else named.get(corpus)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -423,6 +482,12 @@ def load_split(
         raise DataError(f"source and target language are both '{src}'; choose two languages")
     src_name = spec.filename(split, src)
     tgt_name = spec.filename(split, tgt)
+    if spec.archive is not None:
+        from nmt import tatoeba
+
+        path = fetch_corpus_file(corpus, spec.archive, cache_dir=cache_dir, data_dir=data_dir,
+                                 progress=progress)
+        return tatoeba.load_split(path, spec.resolve_split(split), src, tgt)
     paths = [
         fetch_corpus_file(corpus, name, cache_dir=cache_dir, data_dir=data_dir, progress=progress)
         for name in (src_name, tgt_name)

@@ -89,36 +89,53 @@ class PreparedData:
     empty_pairs_dropped: int
     train_sources: list[str] = field(default_factory=list)  # raw text, for subword sampling
     train_targets: list[str] = field(default_factory=list)
+    # corpus name -> (sources, references) of its validation set; several with --corpus a+b
+    valid_sets: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+    # corpus name -> its tokenised validation set, for a loss per corpus (several corpora only)
+    valid_per_corpus: dict[str, TokenizedCorpus] = field(default_factory=dict)
 
 
-def load_text(config: Config) -> tuple[list[str], list[str], list[str], list[str], int]:
-    """Training and validation sentences (built-in corpus or plain files), empty pairs out."""
+def load_text(config: Config) -> tuple[list[str], list[str], dict[str, tuple[list[str], list[str]]],
+                                      int]:
+    """Training sentences (the union of the corpora, or plain files) and each corpus's
+    validation sentences, empty pairs out.
+
+    Returns:
+        (train sources, train targets, corpus name -> (valid sources, valid targets),
+        number of empty pairs dropped). Plain validation files are named "valid".
+    """
     d = config.data
+    if d.valid_src is None and d.train_src:
+        raise DataError("a plain-text training corpus needs --valid-src and --valid-tgt too")
+    train_src, train_tgt, valid, empty = [], [], {}, 0
     if d.train_src:
         train_src, train_tgt = corpus_data.read_parallel(d.train_src, d.train_tgt)
+        train_src, train_tgt = train_src[:d.train_limit], train_tgt[:d.train_limit]
     else:
-        train_src, train_tgt = corpus_data.load_split(d.corpus, "train", d.src, d.tgt,
-                                                      d.cache_dir, d.data_dir)
+        for name in corpus_data.corpus_names(d.corpus):
+            folder = corpus_data.data_dir_for(d.data_dir, name, d.corpus)
+            src, tgt = corpus_data.load_split(name, "train", d.src, d.tgt, d.cache_dir, folder)
+            train_src += src[:d.train_limit]
+            train_tgt += tgt[:d.train_limit]
+            if d.valid_src is None:
+                valid[name] = corpus_data.load_split(name, "valid", d.src, d.tgt, d.cache_dir,
+                                                     folder)
     if d.valid_src:
-        valid_src, valid_tgt = corpus_data.read_parallel(d.valid_src, d.valid_tgt)
-    elif d.train_src:
-        raise DataError("a plain-text training corpus needs --valid-src and --valid-tgt too")
-    else:
-        valid_src, valid_tgt = corpus_data.load_split(d.corpus, "val", d.src, d.tgt,
-                                                      d.cache_dir, d.data_dir)
-    train_src, train_tgt = train_src[:d.train_limit], train_tgt[:d.train_limit]
-    valid_src, valid_tgt = valid_src[:d.valid_limit], valid_tgt[:d.valid_limit]
-    train_src, train_tgt, dropped_train = corpus_data.drop_empty_pairs(train_src, train_tgt)
-    valid_src, valid_tgt, dropped_valid = corpus_data.drop_empty_pairs(valid_src, valid_tgt)
-    for name, lines in (("training", train_src), ("validation", valid_src)):
-        if not lines:
-            raise DataError(f"the {name} corpus has no non-empty sentence pairs")
-    return train_src, train_tgt, valid_src, valid_tgt, dropped_train + dropped_valid
+        valid = {"valid": corpus_data.read_parallel(d.valid_src, d.valid_tgt)}
+    train_src, train_tgt, empty = corpus_data.drop_empty_pairs(train_src, train_tgt)
+    if not train_src:
+        raise DataError("the training corpus has no non-empty sentence pairs")
+    for name, (src, tgt) in list(valid.items()):
+        src, tgt, dropped = corpus_data.drop_empty_pairs(src[:d.valid_limit], tgt[:d.valid_limit])
+        if not src:
+            raise DataError(f"the validation corpus ({name}) has no non-empty sentence pairs")
+        valid[name], empty = (src, tgt), empty + dropped
+    return train_src, train_tgt, valid, empty
 
 
 def prepare_data(config: Config, run_dir: Path) -> PreparedData:
     """Load text, train (or reload) the tokenizers in `run_dir`, tokenise everything once."""
-    train_src, train_tgt, valid_src, valid_tgt, empty = load_text(config)
+    train_src, train_tgt, valid_text, empty = load_text(config)
     tokenizers = []
     for lines, name, size in ((train_src, SOURCE_TOKENIZER_FILE, config.data.src_vocab_size),
                               (train_tgt, TARGET_TOKENIZER_FILE, config.data.tgt_vocab_size)):
@@ -131,12 +148,18 @@ def prepare_data(config: Config, run_dir: Path) -> PreparedData:
     config.model.tgt_vocab_size = target_tokenizer.vocab_size
     max_length = config.data.max_length
     train = tokenize_corpus(train_src, train_tgt, source_tokenizer, target_tokenizer, max_length)
+    valid_src = [line for src, _ in valid_text.values() for line in src]
+    valid_tgt = [line for _, tgt in valid_text.values() for line in tgt]
     valid = tokenize_corpus(valid_src, valid_tgt, source_tokenizer, target_tokenizer, max_length)
     if len(train) == 0:
         raise DataError(f"every training pair is longer than data.max_length={max_length} "
                         "subword tokens; raise --max-length")
+    per_corpus = {}
+    if len(valid_text) > 1:
+        per_corpus = {name: tokenize_corpus(src, tgt, source_tokenizer, target_tokenizer,
+                                            max_length) for name, (src, tgt) in valid_text.items()}
     return PreparedData(source_tokenizer, target_tokenizer, train, valid, valid_src, valid_tgt,
-                        empty, train_src, train_tgt)
+                        empty, train_src, train_tgt, valid_text, per_corpus)
 
 
 # -------------------------------------------------------------------------- schedule
@@ -273,14 +296,15 @@ class RunKeeper(keras.callbacks.Callback):
     """After each epoch: validation BLEU/chrF, best and last weights, metrics.json, resume
     checkpoint. Puts `val_bleu`/`val_chrf` into the logs for EarlyStopping and TensorBoard."""
 
-    def __init__(self, run_dir: Path, translator: Translator, sources: list[str],
-                 references: list[str], manager: tf.train.CheckpointManager,
-                 epoch_variable: tf.Variable, metrics: dict, budget: TimeBudget, beam: int = 1,
-                 average: WeightAverage | None = None):
+    def __init__(self, run_dir: Path, translator: Translator,
+                 valid_sets: dict[str, tuple[list[str], list[str]]],
+                 manager: tf.train.CheckpointManager, epoch_variable: tf.Variable, metrics: dict,
+                 budget: TimeBudget, beam: int = 1, average: WeightAverage | None = None,
+                 loss_sets: dict[str, tf.data.Dataset] | None = None):
         super().__init__()
         self.average = average
         self.run_dir, self.translator = run_dir, translator
-        self.sources, self.references = sources, references
+        self.valid_sets, self.loss_sets = valid_sets, loss_sets or {}
         self.manager, self.epoch_variable = manager, epoch_variable
         self.metrics, self.budget, self.beam = metrics, budget, beam
 
@@ -296,21 +320,41 @@ class RunKeeper(keras.callbacks.Callback):
             improved, record = self._validate_and_save(epoch, logs, train_seconds)
         self.epoch_variable.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
-        logger.info("epoch %d  loss %.3f  ppl %.2f  val_ppl %.2f  BLEU %.2f  chrF %.2f  "
+        per_corpus = "".join(f"  {name} BLEU {record[f'val_{name}_bleu']:.2f}"
+                             for name in self.valid_sets if len(self.valid_sets) > 1)
+        logger.info("epoch %d  loss %.3f  ppl %.2f  val_ppl %.2f  BLEU %.2f  chrF %.2f%s  "
                     "%.0f tok/s  %s%s", epoch + 1, record["loss"], record["ppl"],
                     record.get("val_ppl", float("nan")), record["val_bleu"], record["val_chrf"],
-                    record["tokens_per_second"], _clock(record["wall_time"]),
+                    per_corpus, record["tokens_per_second"], _clock(record["wall_time"]),
                     "  (best)" if improved else "")
+
+    def _score_corpora(self, logs: dict) -> dict:
+        """BLEU/chrF (and with several corpora the loss) of each validation corpus into
+        `logs`; `val_bleu`/`val_chrf` are the means over the corpora (model selection)."""
+        scores = {}
+        for name, (sources, references) in self.valid_sets.items():
+            hypotheses = [t.text for t in self.translator.translate(sources, beam=self.beam,
+                                                                    batch_size=128)]
+            scores = corpus_scores(hypotheses, references)
+            if len(self.valid_sets) > 1:
+                logs[f"val_{name}_bleu"], logs[f"val_{name}_chrf"] = (scores["bleu"],
+                                                                      scores["chrf"])
+            logs.setdefault("_bleus", []).append(scores["bleu"])
+            logs.setdefault("_chrfs", []).append(scores["chrf"])
+        logs["val_bleu"] = float(np.mean(logs.pop("_bleus")))
+        logs["val_chrf"] = float(np.mean(logs.pop("_chrfs")))
+        for name, dataset in self.loss_sets.items():
+            result = self.model.evaluate(dataset, verbose=0, return_dict=True)
+            logs[f"val_{name}_loss"] = _scalar(result["loss"])
+            logs[f"val_{name}_ppl"] = math.exp(min(_scalar(result["nll"]), 50.0))
+        return scores
 
     def _validate_and_save(self, epoch: int, logs: dict, train_seconds: float
                            ) -> tuple[bool, dict]:
         """Validation BLEU/chrF, best and last weights, metrics.json."""
         if self.translator.model is not self.model:  # a float32 twin outside the strategy
             self.translator.model.set_weights(self.model.get_weights())
-        hypotheses = [t.text for t in self.translator.translate(self.sources, beam=self.beam,
-                                                                batch_size=128)]
-        scores = corpus_scores(hypotheses, self.references)
-        logs["val_bleu"], logs["val_chrf"] = scores["bleu"], scores["chrf"]
+        scores = self._score_corpora(logs)
         record = _epoch_record(epoch, logs, train_seconds, self.budget.elapsed())
         history = self.metrics.setdefault("epochs", [])
         history.append(record)
@@ -529,9 +573,13 @@ def _train(config: Config, run_dir: Path, progress: bool,
     if chief:
         translator = Translator(config, eval_model, data.source_tokenizer,
                                 data.target_tokenizer, name=run_dir.name)
-        callbacks.append(RunKeeper(run_dir, translator, data.valid_sources,
-                                   data.valid_references, manager, epoch_variable, metrics,
-                                   budget, beam=config.train.valid_beam, average=average))
+        loss_sets = ({name: make_dataset(corpus, buckets, shuffle=False)
+                      for name, corpus in data.valid_per_corpus.items()}
+                     if strategy is None else {})
+        callbacks.append(RunKeeper(run_dir, translator, data.valid_sets, manager,
+                                   epoch_variable, metrics, budget,
+                                   beam=config.train.valid_beam, average=average,
+                                   loss_sets=loss_sets))
     else:
         callbacks.append(WorkerCheckpoint(checkpoint, epoch_variable, scratch))
     if sync.active:
