@@ -4,7 +4,8 @@
     python translate.py "Ein Mann fährt Fahrrad." "Zwei Hunde spielen."
     python translate.py -i test.de -o test.en.hyp --ref test.en --plot-dir plots/
     cat sentences.txt | python translate.py --json
-    python translate.py serve --port 8000          # JSON API and web page
+    python translate.py --model en-de "A man is riding a bike."
+    python translate.py serve --model de-en --model en-de   # JSON API and web page
     python translate.py export --out models/nmt/1   # SavedModel for TensorFlow Serving
 
 With no sentences and no -i, it reads standard input one sentence per line.
@@ -22,8 +23,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter off the console
 
 from nmt.config import DEFAULT_LENGTH_PENALTY  # noqa: E402  (no TensorFlow import)
-
-RELEASED_MODEL = Path(__file__).resolve().parent / "checkpoints" / "multi30k-de-en"
+from nmt.shipped import add_model_options, chosen_directories  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: stdin)")
     parser.add_argument("-i", "--input", help="file with one sentence per line")
     parser.add_argument("-o", "--output", help="write translations here instead of stdout")
-    parser.add_argument("--checkpoint", default=str(RELEASED_MODEL),
-                        help="run directory written by train.py")
+    add_model_options(parser)
     parser.add_argument("--weights", default="best", choices=["best", "last"],
                         help="which weights of the run directory to use")
     parser.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy search")
@@ -63,11 +62,10 @@ def build_serve_parser() -> argparse.ArgumentParser:
     limits = ServiceLimits()
     parser = argparse.ArgumentParser(
         prog="translate.py serve",
-        description="Serve a checkpoint over HTTP: POST /translate, GET /health, GET /info, "
-                    "and a web page of attention heatmaps at /.",
+        description="Serve one or more models over HTTP: POST /translate, GET /health, "
+                    "GET /info, and a web page of attention heatmaps at /.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", default=str(RELEASED_MODEL),
-                        help="run directory written by train.py")
+    add_model_options(parser, several=True)
     parser.add_argument("--weights", default="best", choices=["best", "last"])
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on; anything but loopback is reachable from "
@@ -104,10 +102,19 @@ def serve_main(argv: list[str]) -> int:
     warning = check_host(args.host)
     if warning:
         print(warning, file=sys.stderr)
+    directories = chosen_directories(args)
     ensure_port_free(args.host, args.port)
-    translator = load_translator(args.checkpoint, args.weights)
-    serve(translator, args.host, args.port, limits, args.batch_window_ms / 1000.0,
-          batching=not args.no_batching, checkpoint=args.checkpoint)
+    translators = {}
+    for directory in directories:
+        translator = load_translator(str(directory), args.weights)
+        if translator.name in translators:
+            raise NmtError(f"two models are named {translator.name}; serve run directories "
+                           "with different names")
+        translators[translator.name] = translator
+    serve(translators, args.host, args.port, limits, args.batch_window_ms / 1000.0,
+          batching=not args.no_batching,
+          checkpoints={t.name: str(d) for t, d in zip(translators.values(), directories,
+                                                       strict=True)})
     return 0
 
 
@@ -116,7 +123,7 @@ def export_main(argv: list[str]) -> int:
     from nmt.export import build_parser as build_export_parser
     from nmt.export import run as run_export
 
-    return run_export(build_export_parser(RELEASED_MODEL).parse_args(argv), load_translator)
+    return run_export(build_export_parser().parse_args(argv), load_translator)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     if args.n_best > args.beam:
         raise NmtError(f"--n-best ({args.n_best}) cannot exceed the beam size ({args.beam})")
     references = read_sentences(args.ref) if args.ref else None
-    translator = load_translator(args.checkpoint, args.weights)
+    (directory,) = chosen_directories(args)
+    translator = load_translator(str(directory), args.weights)
     if args.sentences:
         batches = iter([args.sentences])
     elif args.input:
@@ -180,16 +188,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_translator(checkpoint: str, weights: str):
-    from nmt.errors import CheckpointError
     from nmt.translator import BEST_WEIGHTS_FILE, LAST_WEIGHTS_FILE, Translator
 
-    path = Path(checkpoint)
-    if not path.exists() and path == RELEASED_MODEL:
-        raise CheckpointError(
-            f"no released model at {RELEASED_MODEL}. Train one with "
-            "`python train.py --src de --tgt en --run-dir checkpoints/my-run` and pass "
-            "--checkpoint checkpoints/my-run")
-    return Translator.load(path, BEST_WEIGHTS_FILE if weights == "best" else LAST_WEIGHTS_FILE)
+    return Translator.load(Path(checkpoint),
+                           BEST_WEIGHTS_FILE if weights == "best" else LAST_WEIGHTS_FILE)
 
 
 def write_translation(output, translation, index: int, args) -> None:

@@ -42,6 +42,7 @@ import tensorflow_text
 from nmt.config import DEFAULT_LENGTH_PENALTY
 from nmt.decoding import beam_search, greedy_search
 from nmt.errors import NmtError
+from nmt.shipped import add_model_options, chosen_directories
 from nmt.tokenizer import EOS_ID, PAD_ID
 from nmt.translator import MAX_SOURCE_TOKENS, Translator
 
@@ -232,8 +233,7 @@ def _move_into_place(temporary: Path, out: Path, overwrite: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- command line
-def build_parser(default_checkpoint: str | Path,
-                 prog: str = "translate.py export") -> argparse.ArgumentParser:
+def build_parser(prog: str = "translate.py export") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Export a checkpoint as a TensorFlow SavedModel (strings in, translations "
@@ -242,8 +242,7 @@ def build_parser(default_checkpoint: str | Path,
     parser.add_argument("--out", required=True, default=argparse.SUPPRESS,
                         help="SavedModel directory to write (for TensorFlow Serving use a "
                              "version directory such as models/nmt/1)")
-    parser.add_argument("--checkpoint", default=str(default_checkpoint),
-                        help="run directory written by train.py")
+    add_model_options(parser)
     parser.add_argument("--weights", default="best", choices=["best", "last"],
                         help="which weights of the run directory to use")
     parser.add_argument("--beam", type=int, default=5,
@@ -264,8 +263,9 @@ def run(args: argparse.Namespace, load_translator: Callable[[str, str], Translat
         raise NmtError(f"--max-length-ratio must be >= 0, received {args.max_length_ratio}")
     out = Path(args.out)
     _check_destination(out, args.overwrite)  # fail before the slow part
-    translator = load_translator(args.checkpoint, args.weights)
-    info = export_info(translator, Path(args.checkpoint), args.weights, args.beam,
+    (checkpoint,) = chosen_directories(args)
+    translator = load_translator(str(checkpoint), args.weights)
+    info = export_info(translator, checkpoint, args.weights, args.beam,
                        args.length_penalty, args.max_length_ratio)
     export_saved_model(translator, out, args.beam, args.length_penalty, args.max_length_ratio,
                        info, args.overwrite)

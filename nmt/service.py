@@ -144,8 +144,12 @@ class RequestError(Exception):
         self.status, self.message = status, message
 
 
-def parse_body(body: bytes, limits: ServiceLimits) -> tuple[list[str], int]:
-    """Check a `POST /translate` body and return `(sentences, beam)`.
+def parse_body(body: bytes, limits: ServiceLimits, models: tuple[str, ...] = ()
+               ) -> tuple[list[str], int, str | None]:
+    """Check a `POST /translate` body and return `(sentences, beam, model)`.
+
+    `models`: the names a request may pick with `"model"`; the model is None when the
+    request names none (the service's default model).
 
     Raises:
         RequestError: 400 (not UTF-8, not JSON), 413 (over a limit) or 422 (wrong fields,
@@ -163,9 +167,14 @@ def parse_body(body: bytes, limits: ServiceLimits) -> tuple[list[str], int]:
         raise RequestError(400, f"request body is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise RequestError(422, 'expected a JSON object such as {"text": "Ein Hund."}')
-    unknown = sorted(set(data) - {"text", "texts", "beam"})
+    unknown = sorted(set(data) - {"text", "texts", "beam", "model"})
     if unknown:
-        raise RequestError(422, f"unknown field(s) {unknown}; allowed: text, texts, beam")
+        raise RequestError(422, f"unknown field(s) {unknown}; allowed: text, texts, beam, "
+                                "model")
+    model = data.get("model")
+    if model is not None and (not isinstance(model, str) or model not in models):
+        raise RequestError(422, f'"model" must be one of {list(models)}, not '
+                                f"{json.dumps(model)}")
     if ("text" in data) == ("texts" in data):
         raise RequestError(422, 'give exactly one of "text" (a string) or "texts" (a list)')
     if "text" in data:
@@ -192,7 +201,7 @@ def parse_body(body: bytes, limits: ServiceLimits) -> tuple[list[str], int]:
     if isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= limits.max_beam:
         raise RequestError(422, f'"beam" must be an integer from 1 to {limits.max_beam}, '
                                 f"not {json.dumps(beam)}")
-    return texts, beam
+    return texts, beam, model
 
 
 def _json_type(value) -> str:
@@ -209,10 +218,13 @@ def translation_json(translation: Translation) -> dict:
 
 
 # ---------------------------------------------------------------------- application
-def create_app(translator: Translator, limits: ServiceLimits = ServiceLimits(),
-               batch_window: float = 0.01, batching: bool = True, checkpoint: str = "",
+def create_app(translators: Translator | dict[str, Translator],
+               limits: ServiceLimits = ServiceLimits(), batch_window: float = 0.01,
+               batching: bool = True, checkpoint: str | dict[str, str] = "",
                warm_up: bool = True, ready_message: str | None = None):
-    """The FastAPI application serving `translator` (see the module docstring)."""
+    """The FastAPI application serving one translator or several by name (see the module
+    docstring). The first one is the default of requests that name no `"model"`;
+    `checkpoint` is its run directory (a name -> directory dict with several models)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -221,25 +233,37 @@ def create_app(translator: Translator, limits: ServiceLimits = ServiceLimits(),
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException
 
-    batcher = RequestBatcher(translator, window=batch_window, max_batch=limits.max_sentences,
-                             enabled=batching)
-    info = _model_info(translator, limits, checkpoint)
+    if isinstance(translators, Translator):
+        translators = {translators.name: translators}
+    paths = checkpoint if isinstance(checkpoint, dict) else {next(iter(translators)): checkpoint}
+    names = tuple(translators)
+    batchers = {name: RequestBatcher(t, window=batch_window, max_batch=limits.max_sentences,
+                                     enabled=batching) for name, t in translators.items()}
+    infos = {name: _model_info(t, limits, paths.get(name, "")) for name, t in translators.items()}
+    info = {**infos[names[0]], "default_model": names[0],
+            "models": [{"name": name, "source_language": i["config"]["data"]["src"],
+                        "target_language": i["config"]["data"]["tgt"], **i}
+                       for name, i in infos.items()]}
+    batcher = batchers[names[0]]
 
     @asynccontextmanager
     async def lifespan(app):
         if warm_up:  # trace the default searches now, not during the first request
-            for beam in sorted({1, limits.default_beam}):
-                translator.translate(["Ein Test."], beam=beam)
-        batcher.start()
+            for model in translators.values():
+                for beam in sorted({1, limits.default_beam}):
+                    model.translate(["Ein Test."], beam=beam)
+        for each in batchers.values():
+            each.start()
         if ready_message:
             print(ready_message, flush=True)
         yield
-        await batcher.stop()
+        for each in batchers.values():
+            await each.stop()
 
     # No Swagger UI: it loads from a CDN, and everything served here must work offline.
     app = FastAPI(title="nmt translation service", lifespan=lifespan, docs_url=None,
                   redoc_url=None)
-    app.state.batcher = batcher
+    app.state.batcher, app.state.batchers = batcher, batchers
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": {"status": status, "message": message}}, status)
@@ -260,7 +284,8 @@ def create_app(translator: Translator, limits: ServiceLimits = ServiceLimits(),
     async def health():
         return {"status": "ok", "model_loaded": True, "checkpoint": info["checkpoint"],
                 "score": info["config"]["model"]["score"],
-                "attention_mode": info["config"]["model"]["attention_mode"]}
+                "attention_mode": info["config"]["model"]["attention_mode"],
+                "models": list(names)}
 
     @app.get("/info")
     async def model_info():
@@ -269,13 +294,14 @@ def create_app(translator: Translator, limits: ServiceLimits = ServiceLimits(),
     @app.post("/translate", openapi_extra=_translate_schema(limits))
     async def translate(request: Request):
         body = await _read_limited(request, limits.max_body_bytes)
-        texts, beam = parse_body(body, limits)
+        texts, beam, model = parse_body(body, limits, names)
+        model = model or names[0]
         start = time.perf_counter()
         try:
-            results = await batcher.translate(texts, beam)
+            results = await batchers[model].translate(texts, beam)
         except NmtError as exc:
             raise RequestError(422, str(exc)) from None
-        return {"checkpoint": info["checkpoint"], "beam": beam,
+        return {"checkpoint": model, "model": model, "beam": beam,
                 "milliseconds": round(1000 * (time.perf_counter() - start), 1),
                 "translations": [translation_json(t) for t in results]}
 
@@ -295,7 +321,9 @@ def _translate_schema(limits: ServiceLimits) -> dict:
         "texts": {"type": "array", "items": sentence, "minItems": 1,
                   "maxItems": limits.max_sentences},
         "beam": {"type": "integer", "minimum": 1, "maximum": limits.max_beam,
-                 "default": limits.default_beam}},
+                 "default": limits.default_beam},
+        "model": {"type": "string", "description": "a served model (GET /info lists them); "
+                                                   "default: the first"}},
         "oneOf": [{"required": ["text"]}, {"required": ["texts"]}]}
     return {"requestBody": {"required": True, "content": {"application/json": {
         "schema": schema, "example": {"text": "Ein Mann fährt Fahrrad.", "beam": 5}}}}}
@@ -346,18 +374,21 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS
 
 
-def serve(translator: Translator, host: str = "127.0.0.1", port: int = 8000,
-          limits: ServiceLimits = ServiceLimits(), batch_window: float = 0.01,
-          batching: bool = True, checkpoint: str = "", log_level: str = "warning") -> None:
+def serve(translators: Translator | dict[str, Translator], host: str = "127.0.0.1",
+          port: int = 8000, limits: ServiceLimits = ServiceLimits(),
+          batch_window: float = 0.01, batching: bool = True,
+          checkpoints: str | dict[str, str] = "", log_level: str = "warning") -> None:
     """Run the service until SIGINT/SIGTERM (uvicorn finishes open requests, then exits)."""
+    if isinstance(translators, Translator):
+        translators = {translators.name: translators}
     try:
         import uvicorn
     except ImportError:
         raise NmtError('serving needs the server libraries: pip install -e ".[serve]"') from None
     shown = f"[{host}]" if ":" in host else host
-    app = create_app(translator, limits, batch_window, batching, checkpoint,
-                     ready_message=f"serving {translator.name} on http://{shown}:{port}/ "
-                                   "(Ctrl-C stops)")
+    app = create_app(translators, limits, batch_window, batching, checkpoints,
+                     ready_message=f"serving {', '.join(translators)} on "
+                                   f"http://{shown}:{port}/ (Ctrl-C stops)")
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             limit_concurrency=1000, timeout_graceful_shutdown=10)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-sends the signal to the

@@ -64,9 +64,9 @@ def test_bad_bodies_name_the_problem(raw, status, fragment):
 
 def test_good_bodies():
     limits = ServiceLimits()
-    assert parse_body(body({"text": "Ein Hund."}), limits) == (["Ein Hund."], 5)
-    assert parse_body(body({"texts": ["a", "b"], "beam": 1}), limits) == (["a", "b"], 1)
-    assert parse_body("{\"text\": \"Grüße\"}".encode(), limits) == (["Grüße"], 5)
+    assert parse_body(body({"text": "Ein Hund."}), limits) == (["Ein Hund."], 5, None)
+    assert parse_body(body({"texts": ["a", "b"], "beam": 1}), limits) == (["a", "b"], 1, None)
+    assert parse_body("{\"text\": \"Grüße\"}".encode(), limits) == (["Grüße"], 5, None)
     assert parse_body(body({"texts": ["x" * 1000] * 64}), limits)[0] == ["x" * 1000] * 64
 
 

@@ -25,11 +25,23 @@
     tooltip: $("#tooltip"),
     status: $("#status"),
     statusText: $("#status-text"),
+    direction: $("#direction"),
+    swap: $("#swap"),
+    modelSelect: $("#model-select"),
+    examples: $("#examples"),
   };
 
   const LANGUAGES = {
     de: "German", en: "English", fr: "French", cs: "Czech", es: "Spanish", it: "Italian",
     nl: "Dutch", pt: "Portuguese", ro: "Romanian", ru: "Russian", tr: "Turkish",
+  };
+  // Example chips per source language (the German ones are Multi30k-style captions and
+  // everyday sentences; the page shows those of the chosen model's source language).
+  const EXAMPLES = {
+    de: ["Ein Mann fährt Fahrrad.", "Kannst du mir bitte helfen?",
+         "Zwei junge Männer spielen auf einer Wiese Fußball, während ein Hund zuschaut."],
+    en: ["A man is riding a bike.", "Can you help me, please?",
+         "Two young men are playing soccer on a field while a dog watches."],
   };
   const OPEN_HEATMAPS = 3; // later sentences' heatmaps are drawn when they are opened
   const MIN_CELL = 14;
@@ -40,6 +52,8 @@
     mode: "soft",
     busy: false,
     targetLanguage: "",
+    models: [], // from /info: name, source_language, target_language, config, metrics
+    model: "",
   };
 
   // ---------------------------------------------------------------- colour scale
@@ -102,25 +116,9 @@
   async function loadInfo() {
     try {
       const info = await getJSON("/info");
-      const model = info.config?.model ?? {};
-      const data = info.config?.data ?? {};
-      $("#model-name").textContent = info.checkpoint;
-      document.title = `${info.checkpoint} · nmt`;
-      const src = LANGUAGES[data.src] ?? data.src;
-      const tgt = LANGUAGES[data.tgt] ?? data.tgt;
-      if (src && tgt) {
-        $("#language-pair").textContent =
-          `${src} → ${tgt}` + (data.corpus ? ` · trained on ${data.corpus}` : "");
-        $("#source-label").textContent = `${src} text`;
-      }
-      $("#model-score").textContent = model.score ?? "—";
-      $("#model-attention").textContent = model.attention_mode ?? "—";
-      const bleu = info.metrics?.val_bleu;
-      $("#model-bleu").textContent = typeof bleu === "number" ? bleu.toFixed(1) : "—";
-      $("#model-params").textContent = formatCount(info.metrics?.parameters);
+      state.models = info.models ?? [{ name: info.checkpoint, ...info }];
       Object.assign(state.limits, info.limits ?? {});
-      state.targetLanguage = data.tgt ?? "";
-      if (data.src) els.source.lang = data.src;
+      fillModels(info.default_model ?? state.models[0].name);
       fillBeams();
       setStatus("ready", "ready");
     } catch (error) {
@@ -138,6 +136,75 @@
       }
     }
     updateCounter();
+  }
+
+  function fillModels(chosen) {
+    els.modelSelect.replaceChildren(...state.models.map((m) => {
+      const option = element("option", "", `${m.name} (${m.source_language} → ${m.target_language})`);
+      option.value = m.name;
+      return option;
+    }));
+    els.direction.hidden = state.models.length < 2;
+    // The model list is only needed when a swap cannot reach every model.
+    els.modelSelect.parentElement.hidden = state.models.length <= 2 && reverseOf(
+      state.models.find((m) => m.name === chosen)) !== undefined;
+    applyModel(chosen);
+  }
+
+  function reverseOf(model) {
+    if (!model) return undefined;
+    return state.models.find((m) => m.source_language === model.target_language &&
+                                    m.target_language === model.source_language);
+  }
+
+  /** Show model `name`: header facts, languages, labels, examples; later requests use it. */
+  function applyModel(name) {
+    const info = state.models.find((m) => m.name === name) ?? state.models[0];
+    state.model = info.name;
+    els.modelSelect.value = info.name;
+    const model = info.config?.model ?? {};
+    const data = info.config?.data ?? {};
+    $("#model-name").textContent = info.name;
+    document.title = `${info.name} · nmt`;
+    const src = LANGUAGES[data.src] ?? data.src;
+    const tgt = LANGUAGES[data.tgt] ?? data.tgt;
+    if (src && tgt) {
+      const corpus = Array.isArray(data.corpus) ? data.corpus.join("+") : data.corpus;
+      $("#language-pair").textContent = `${src} → ${tgt}` + (corpus ? ` · trained on ${corpus}` : "");
+      $("#source-label").textContent = `${src} text`;
+      $("#source-language").textContent = src;
+      $("#target-language").textContent = tgt;
+    }
+    $("#model-score").textContent = model.score ?? "—";
+    $("#model-attention").textContent = model.attention_mode ?? "—";
+    const bleu = info.metrics?.val_bleu;
+    $("#model-bleu").textContent = typeof bleu === "number" ? bleu.toFixed(1) : "—";
+    $("#model-params").textContent = formatCount(info.metrics?.parameters);
+    state.targetLanguage = data.tgt ?? "";
+    if (data.src) els.source.lang = data.src;
+    const examples = EXAMPLES[data.src];
+    if (examples) {
+      const chips = els.examples.querySelectorAll(".chip");
+      chips.forEach((chip, i) => { chip.textContent = examples[i] ?? chip.textContent; });
+      els.source.placeholder = examples[0];
+    }
+    els.swap.disabled = reverseOf(info) === undefined;
+  }
+
+  /** Swap the direction, as online translators do: the translation becomes the input. */
+  function swapDirection() {
+    const reverse = reverseOf(state.models.find((m) => m.name === state.model));
+    if (!reverse || state.busy) return;
+    const translated = [...els.translation.querySelectorAll(".translation-text")]
+      .map((node) => node.textContent);
+    applyModel(reverse.name);
+    if (translated.length && !els.output.hidden) {
+      els.source.value = translated.join("\n");
+      updateCounter();
+      submit();
+    } else {
+      clearResults();
+    }
   }
 
   function fillBeams() {
@@ -182,6 +249,7 @@
     // One line: {"text"}; several: {"texts"}. An empty box is sent too, so that the
     // server's own message explains what is wrong.
     const body = lines.length > 1 ? { texts: lines, beam } : { text: lines[0] ?? "", beam };
+    if (state.model) body.model = state.model;
     setBusy(true);
     hideError();
     const started = performance.now();
@@ -434,6 +502,17 @@
     });
   }
   els.toggle.addEventListener("click", () => setMode(state.mode === "soft" ? "argmax" : "soft"));
+  els.swap.addEventListener("click", swapDirection);
+  els.modelSelect.addEventListener("change", () => {
+    applyModel(els.modelSelect.value);
+    clearResults();
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key.toLowerCase() === "s" && event.ctrlKey && event.shiftKey) {
+      event.preventDefault();
+      swapDirection();
+    }
+  });
   els.heatmap.addEventListener("mouseover", (event) => {
     const cell = event.target.closest?.(".cell");
     if (cell) showTooltip(cell);
