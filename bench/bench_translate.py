@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     translator = Translator.load(args.checkpoint)
     d = translator.config.data
-    sources, _ = load_split(d.corpus, "test_2016_flickr", d.src, d.tgt, d.cache_dir,
+    sources, _ = load_split("multi30k", "test_2016_flickr", d.src, d.tgt, d.cache_dir,
                             args.data_dir, progress=False)
     sources = sources[: args.limit]
     rows, runs = [], []

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from bench import bench_quality, bench_serve, bench_train, bench_translate
-from tests.helpers import MULTI30K, multi30k_dir, tiny_run  # noqa: F401
+from tests.helpers import MULTI30K, REPO, multi30k_dir, tiny_run  # noqa: F401
+
+TATOEBA = REPO.parent / "shared" / "corpora" / "tatoeba-deu-eng"
 
 
 def read_results(directory, name):
@@ -39,15 +41,35 @@ def test_bench_train_rejects_unknown_settings(tmp_path):
         bench_train.main(["--tiny", "--xla", "yes", "--results-dir", str(tmp_path)])
 
 
-def test_bench_quality_matches_translate_scores(tmp_path, tiny_run, multi30k_dir):  # noqa: F811
-    code = bench_quality.main(["--checkpoint", str(tiny_run), "--data-dir", str(multi30k_dir),
-                               "--limit", "20", "--results-dir", str(tmp_path)])
+def test_bench_quality_scores_every_test_set(tmp_path, tiny_run, multi30k_dir):  # noqa: F811
+    code = bench_quality.main(["--checkpoint", str(tiny_run),
+                               "--data-dir", f"multi30k={multi30k_dir}",
+                               "--data-dir", f"tatoeba={TATOEBA}", "--limit", "20",
+                               "--beams", "1,2", "--results-dir", str(tmp_path)])
     assert code == 0
     payload, table = read_results(tmp_path, "bench_quality")
-    assert [(r["split"], r["beam"]) for r in payload["runs"]] == [
-        ("val", 1), ("val", 5), ("test_2016_flickr", 1), ("test_2016_flickr", 5)]
+    assert [(r["test_set"], r["beam"]) for r in payload["runs"]] == [
+        (test_set, beam) for test_set in ("multi30k val", "multi30k test_2016_flickr",
+                                          "tatoeba dev", "tatoeba test") for beam in (1, 2)]
     assert all(r["sentences"] == 20 and 0 <= r["bleu"] <= 100 for r in payload["runs"])
-    assert "case:mixed" in payload["bleu_signature"] and "| test_2016_flickr |" in table
+    assert all(r["direction"] == "de-en" for r in payload["runs"])
+    assert "case:mixed" in payload["bleu_signature"] and "| tatoeba test |" in table
+
+    # The same sentences through translate.py give the same score.
+    from nmt.data import load_split
+    from nmt.evaluation import corpus_scores
+    from nmt.translator import Translator
+
+    sources, references = load_split("tatoeba", "test", "de", "en", data_dir=TATOEBA)
+    hypotheses = [t.text for t in Translator.load(tiny_run).translate(sources[:20], beam=2)]
+    bleu = corpus_scores(hypotheses, references[:20])["bleu"]
+    assert payload["runs"][-1]["bleu"] == pytest.approx(bleu)
+
+    everyday, table = read_results(tmp_path, "bench_everyday")
+    rows = everyday["sentences"]
+    assert [r["index"] for r in rows] == [167 * i for i in range(12)]
+    assert [r["source"] for r in rows] == [sources[167 * i] for i in range(12)]
+    assert all(r[tiny_run.name] for r in rows) and table.count("| de→en |") == 12
 
 
 def test_bench_translate_reports_every_setting(tmp_path, tiny_run, multi30k_dir):  # noqa: F811

@@ -160,27 +160,46 @@ def post(url: str, payload) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def server():
-    with running_server() as url:
+    with running_server("--model", "de-en", "--model", "en-de") as url:
         yield url
 
 
 def test_health_and_info(server):
     # The checkpoint's config.json as a Config: fields added since it was written take their
     # defaults, as when the service loaded it.
-    saved = Config.load(REPO / "checkpoints/multi30k-de-en/config.json").to_dict()
+    saved = {name: Config.load(REPO / f"checkpoints/{name}/config.json").to_dict()
+             for name in ("de-en", "en-de")}
     status, health = request(server + "/health")
     assert status == 200
-    assert health == {"status": "ok", "model_loaded": True, "checkpoint": "multi30k-de-en",
-                      "score": saved["model"]["score"],
-                      "attention_mode": saved["model"]["attention_mode"]}
+    assert health == {"status": "ok", "model_loaded": True, "checkpoint": "de-en",
+                      "score": saved["de-en"]["model"]["score"],
+                      "attention_mode": saved["de-en"]["model"]["attention_mode"],
+                      "models": ["de-en", "en-de"]}
     assert health["score"] in ("dot", "scaled_dot", "general", "cosine", "additive")
     status, info = request(server + "/info")
-    assert status == 200 and info["config"] == saved
-    assert info["vocab_sizes"] == {"source": saved["model"]["src_vocab_size"],
-                                   "target": saved["model"]["tgt_vocab_size"]}
-    metrics = json.loads((REPO / "checkpoints/multi30k-de-en/metrics.json").read_text())
-    assert info["metrics"]["val_bleu"] == metrics["best"]["val_bleu"]
+    assert status == 200 and info["config"] == saved["de-en"] and info["default_model"] == "de-en"
+    assert [(m["name"], m["source_language"], m["target_language"]) for m in info["models"]] == [
+        ("de-en", "de", "en"), ("en-de", "en", "de")]
+    for model in info["models"]:
+        config = saved[model["name"]]
+        assert model["config"] == config
+        assert model["vocab_sizes"] == {"source": config["model"]["src_vocab_size"],
+                                        "target": config["model"]["tgt_vocab_size"]}
+        metrics = json.loads((REPO / f"checkpoints/{model['name']}/metrics.json").read_text())
+        assert model["metrics"]["val_bleu"] == metrics["best"]["val_bleu"]
     assert info["limits"]["max_sentences"] == 64
+
+
+def test_requests_choose_the_model(server):
+    status, german = post(server, {"text": "The weather is very nice today.", "model": "en-de"})
+    assert status == 200 and german["model"] == "en-de"
+    status, english = post(server, {"text": german["translations"][0]["translation"]})
+    assert status == 200 and english["model"] == "de-en"  # the first model is the default
+    assert "weather" in english["translations"][0]["translation"].lower()
+    status, refusal = post(server, {"text": "Hallo.", "model": "fr-en"})
+    assert status == 422
+    assert refusal["error"]["message"] == \
+        "\"model\" must be one of ['de-en', 'en-de'], not \"fr-en\""
 
 
 def test_translate_matches_the_command_line(server):

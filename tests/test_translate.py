@@ -358,3 +358,32 @@ def test_very_long_line_is_truncated_not_fatal(cli, translator, tmp_path, caplog
 def test_n_best_larger_than_beam_is_an_error(cli):
     assert_clean_error(*cli(*SENTENCES, "--beam", 2, "--n-best", 5), "--n-best (5)",
                        "beam size (2)")
+
+
+# ------------------------------------------------------------------------------ shipped models
+def test_model_and_checkpoint_together_is_an_error(capsys, tiny_run):  # noqa: F811
+    code = translate.main(["--model", "de-en", "--checkpoint", str(tiny_run), "Ein Mann."])
+    out, err = capsys.readouterr()
+    assert_clean_error(code, out, err, "--model NAME or --checkpoint DIR, not both")
+
+
+def test_unknown_model_lists_the_shipped_ones(capsys):
+    from nmt.shipped import shipped_models
+
+    code = translate.main(["--model", "fr-en", "Ein Mann."])
+    out, err = capsys.readouterr()
+    shipped = shipped_models()
+    assert {"de-en", "en-de"} <= set(shipped)
+    assert_clean_error(code, out, err, "unknown model 'fr-en'", ", ".join(shipped))
+
+
+@pytest.mark.parametrize(("model", "sentence", "words"), [
+    ("de-en", "Kannst du mir bitte helfen?", {"help", "me"}),
+    ("en-de", "Can you help me, please?", {"helfen", "mir"}),
+])
+def test_shipped_models_translate_both_directions(capsys, model, sentence, words):
+    default = [] if model == "de-en" else ["--model", model]  # de-en is the default
+    code = translate.main([*default, sentence])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert words <= set(re.findall(r"\w+", out.lower())), out

@@ -79,7 +79,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(browser):  # the browser is checked first: a missing one fails before the model loads
-    with running_server() as url:
+    with running_server("--model", "de-en", "--model", "en-de") as url:
         yield url
 
 
@@ -254,3 +254,46 @@ def test_page_translates_and_draws_the_attention(browser, server, tmp_path):
     problems = [entry["message"] for entry in driver.get_log("browser")
                 if entry["level"] == "SEVERE" and "status of 422" not in entry["message"]]
     assert not problems
+
+
+def test_swap_button_turns_the_direction_around(browser, server):
+    """de-en and en-de served together: the swap button switches the model, the labels and
+    the examples, and sends the translation back as the new input, as online translators do."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    wait = WebDriverWait(driver, WAIT)
+    find = driver.find_element
+    driver.get(server + "/")
+    wait.until(lambda d: find(By.ID, "status").get_attribute("data-state") == "ready")
+    assert find(By.ID, "direction").is_displayed()
+    assert not find(By.ID, "model-select").is_displayed()  # two models: the swap reaches both
+
+    def shown() -> tuple[str, ...]:
+        return tuple(find(By.ID, name).text for name in (
+            "model-name", "source-language", "target-language", "source-label"))
+
+    assert shown() == ("de-en", "German", "English", "German text")
+    source = find(By.ID, "source")
+    source.clear()
+    source.send_keys("Kannst du mir bitte helfen?")
+    find(By.ID, "translate").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#heatmap .cell")
+               and not d.find_element(By.ID, "translate").get_attribute("disabled"))
+    _, german_to_english = api(server, "/translate", {"text": "Kannst du mir bitte helfen?",
+                                                      "model": "de-en"})
+    english = german_to_english["translations"][0]["translation"]
+    assert find(By.ID, "translation").text == english
+
+    find(By.ID, "swap").click()
+    wait.until(lambda d: shown() == ("en-de", "English", "German", "English text"))
+    assert source.get_attribute("value") == english and source.get_attribute("lang") == "en"
+    _, english_to_german = api(server, "/translate", {"text": english, "model": "en-de"})
+    german = english_to_german["translations"][0]["translation"]
+    wait.until(lambda d: d.find_element(By.ID, "translation").text == german
+               and not d.find_element(By.ID, "translate").get_attribute("disabled"))
+    chips = [chip.text for chip in driver.find_elements(By.CSS_SELECTOR, "#examples .chip")]
+    assert "A man is riding a bike." in chips
+    find(By.ID, "swap").click()
+    wait.until(lambda d: shown()[0] == "de-en" and source.get_attribute("value") == german)

@@ -1,0 +1,100 @@
+"""Turn a training run into a shipped model directory: `python -m nmt.release RUN OUT`.
+
+A shipped model holds what translation needs and nothing else: `config.json`, the two
+sentencepiece models, `metrics.json` and `best.weights.h5`, whose float32 arrays are stored
+as float16 (`--float32` keeps them): half the size, and `Translator.load` rebuilds the model
+in float32 as before (Keras casts each array on assignment). The model card (`README.md`)
+is written by hand. Pure h5py and the standard library (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from nmt.errors import CheckpointError, NmtError
+
+KEEP = ("config.json", "source.model", "target.model", "metrics.json")
+WEIGHTS = "best.weights.h5"
+CARD = "README.md"
+
+
+def copy_weights(source: Path, target: Path, dtype: np.dtype | None) -> None:
+    """Copy a Keras `.weights.h5` file, casting float32 arrays to `dtype` (None: as they are)."""
+    with h5py.File(source, "r") as old, h5py.File(target, "w") as new:
+        for key, value in old.attrs.items():
+            new.attrs[key] = value
+
+        def visit(name: str, item) -> None:
+            if isinstance(item, h5py.Group):
+                group = new.require_group(name)
+                for key, value in item.attrs.items():
+                    group.attrs[key] = value
+                return
+            array = item[()]
+            if dtype is not None and array.dtype == np.float32:
+                array = array.astype(dtype)
+            new.create_dataset(name, data=array)
+            for key, value in item.attrs.items():
+                new[name].attrs[key] = value
+
+        old.visititems(visit)
+
+
+def release(run_dir: str | Path, out: str | Path, half: bool = True,
+            weights: str = WEIGHTS) -> Path:
+    """Write the shipped directory `out` from `run_dir` (replacing an older release of it,
+    but keeping its model card). Built in a temporary directory, then renamed into place."""
+    run_dir, out = Path(run_dir), Path(out)
+    missing = [name for name in (*KEEP, weights) if not (run_dir / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{run_dir} is not a finished run: {', '.join(missing)} missing")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name in KEEP:
+            shutil.copy2(run_dir / name, temporary / name)
+        if (out / CARD).is_file():
+            shutil.copy2(out / CARD, temporary / CARD)
+        copy_weights(run_dir / weights, temporary / WEIGHTS, np.float16 if half else None)
+        if out.exists():
+            previous = out.with_name(f".{out.name}.previous")
+            shutil.rmtree(previous, ignore_errors=True)
+            out.rename(previous)
+            temporary.rename(out)
+            shutil.rmtree(previous)
+        else:
+            temporary.rename(out)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nmt.release", description=__doc__.split(
+        "\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("run_dir", help="run directory written by train.py")
+    parser.add_argument("out", help="shipped model directory to write, e.g. checkpoints/de-en")
+    parser.add_argument("--weights", default="best", choices=["best", "last"])
+    parser.add_argument("--float32", action="store_true", help="keep 32-bit weights")
+    args = parser.parse_args(argv)
+    try:
+        path = release(args.run_dir, args.out, half=not args.float32,
+                       weights=f"{args.weights}.weights.h5")
+    except NmtError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    size = sum(p.stat().st_size for p in path.iterdir())
+    print(f"released {args.run_dir} to {path} ({size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
