@@ -1,6 +1,6 @@
 """Tests for nmt/export.py and `translate.py export`: a SavedModel of the released model.
 
-The released checkpoint (checkpoints/multi30k-de-en) is exported once per beam size (1 and 3)
+The default shipped model (checkpoints/de-en) is exported once per beam size (1 and 3)
 per module; one fresh Python process, which imports only tensorflow and tensorflow_text (nmt is
 made unimportable there), loads both exports and runs `serving_default`. Its outputs must
 equal what `Translator.translate` gives in this process. Command-line errors run in-process
@@ -21,7 +21,10 @@ import tensorflow as tf
 import translate
 from nmt.export import INFO_FILE, export_info, export_saved_model
 from nmt.translator import MAX_SOURCE_TOKENS
+from nmt.shipped import DEFAULT_MODEL, SHIPPED_DIR
 from tests.helpers import REPO, assert_clean_error
+
+DEFAULT_MODEL_DIR = SHIPPED_DIR / DEFAULT_MODEL  # what `translate.py export` exports by default
 
 SCRIPT = REPO / "translate.py"
 ALPHA = 0.6
@@ -83,7 +86,7 @@ def hidden_leftovers(directory):
 
 @pytest.fixture(scope="module")
 def translator():
-    return translate.load_translator(str(translate.RELEASED_MODEL), "best")
+    return translate.load_translator(str(DEFAULT_MODEL_DIR), "best")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -92,7 +95,7 @@ def load_checkpoint_once(translator):
     real_loader = translate.load_translator
 
     def load_translator(checkpoint, weights):
-        if (checkpoint, weights) == (str(translate.RELEASED_MODEL), "best"):
+        if (checkpoint, weights) == (str(DEFAULT_MODEL_DIR), "best"):
             return translator
         return real_loader(checkpoint, weights)
 
@@ -107,7 +110,7 @@ def exports(translator, tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     paths = {}
     for beam in BEAMS:
-        info = export_info(translator, translate.RELEASED_MODEL, "best", beam, ALPHA, 2.0)
+        info = export_info(translator, DEFAULT_MODEL_DIR, "best", beam, ALPHA, 2.0)
         paths[beam] = export_saved_model(translator, root / f"beam{beam}" / "1", beam=beam,
                                          alpha=ALPHA, max_length_ratio=2.0, info=info)
     return paths
@@ -196,7 +199,7 @@ def test_model_info_describes_the_export(served, exports, translator):
         assert info["beam"] == beam
         assert info["length_penalty"] == ALPHA and info["max_length_ratio"] == 2.0
         assert (info["source_language"], info["target_language"]) == ("de", "en")
-        assert info["checkpoint"] == "multi30k-de-en" and info["weights"] == "best"
+        assert info["checkpoint"] == "de-en" and info["weights"] == "best"
         assert info["config"] == translator.config.to_dict()
         assert set(info["signature"]["outputs"]) == set(served[beam]["dtypes"])
 
@@ -227,7 +230,7 @@ def test_command_line_export_in_a_real_process(tmp_path):
     assert (out / "variables" / "variables.index").is_file()
     info = json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
     assert (info["beam"], info["length_penalty"], info["max_length_ratio"]) == (2, 1.0, 1.5)
-    assert info["checkpoint"] == "multi30k-de-en"
+    assert info["checkpoint"] == "de-en"
     assert hidden_leftovers(out.parent) == []
 
 
