@@ -58,7 +58,7 @@ def add_model_options(parser: argparse.ArgumentParser, several: bool = False) ->
     parser.add_argument(
         "--model", action=ModelChoice, collect=several,
         default=[DEFAULT_MODEL] if several else DEFAULT_MODEL,
-        help=f"shipped model under checkpoints/ ({names})"
+        help=f"shipped model under checkpoints/, one of: {names}"
              + ("; repeat it to serve several" if several else ""))
     parser.add_argument(
         "--checkpoint", action="append" if several else "store", default=None,

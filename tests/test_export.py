@@ -20,8 +20,8 @@ import tensorflow as tf
 
 import translate
 from nmt.export import INFO_FILE, export_info, export_saved_model
-from nmt.translator import MAX_SOURCE_TOKENS
 from nmt.shipped import DEFAULT_MODEL, SHIPPED_DIR
+from nmt.translator import MAX_SOURCE_TOKENS
 from tests.helpers import REPO, assert_clean_error
 
 DEFAULT_MODEL_DIR = SHIPPED_DIR / DEFAULT_MODEL  # what `translate.py export` exports by default
