@@ -10,6 +10,8 @@ is written by hand. Pure h5py and the standard library (no TensorFlow).
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import sys
 import tempfile
@@ -21,6 +23,7 @@ import numpy as np
 from nmt.errors import CheckpointError, NmtError
 
 KEEP = ("config.json", "source.model", "target.model", "metrics.json")
+
 WEIGHTS = "best.weights.h5"
 CARD = "README.md"
 
@@ -47,6 +50,14 @@ def copy_weights(source: Path, target: Path, dtype: np.dtype | None) -> None:
         old.visititems(visit)
 
 
+def _forget_machine_paths(config_path: Path) -> None:
+    """Where the corpus sat on the training machine means nothing elsewhere: the shipped
+    config says `data_dir: null` (download), as a fresh checkout would."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["data"]["data_dir"] = None
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
 def release(run_dir: str | Path, out: str | Path, half: bool = True,
             weights: str = WEIGHTS) -> Path:
     """Write the shipped directory `out` from `run_dir` (replacing an older release of it,
@@ -60,9 +71,13 @@ def release(run_dir: str | Path, out: str | Path, half: bool = True,
     try:
         for name in KEEP:
             shutil.copy2(run_dir / name, temporary / name)
+        _forget_machine_paths(temporary / "config.json")
         if (out / CARD).is_file():
             shutil.copy2(out / CARD, temporary / CARD)
         copy_weights(run_dir / weights, temporary / WEIGHTS, np.float16 if half else None)
+        os.chmod(temporary, 0o755)  # mkdtemp makes it private; a release is for everyone
+        for path in temporary.iterdir():
+            os.chmod(path, 0o644)
         if out.exists():
             previous = out.with_name(f".{out.name}.previous")
             shutil.rmtree(previous, ignore_errors=True)

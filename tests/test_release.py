@@ -22,6 +22,8 @@ def test_release_halves_the_weights_and_loads_back(tiny_run, tmp_path):  # noqa:
     assert dtypes == {np.dtype(np.float16)}
 
     original, shipped = Translator.load(tiny_run), Translator.load(out)
+    assert original.config.data.data_dir is not None and shipped.config.data.data_dir is None
+    shipped.config.data.data_dir = original.config.data.data_dir  # the only change
     assert shipped.config.to_dict() == original.config.to_dict()
     for a, b in zip(original.model.weights, shipped.model.weights, strict=True):
         assert b.dtype == "float32"  # rebuilt in float32
@@ -38,6 +40,7 @@ def test_release_keeps_the_model_card_and_refuses_unfinished_runs(tiny_run, tmp_
     release.release(tiny_run, out, half=False)  # a new release replaces the old one
     assert (out / "README.md").read_text(encoding="utf-8") == "# card\n"
     assert (out / release.WEIGHTS).read_bytes() != b""
+    assert oct(out.stat().st_mode & 0o777) == "0o755"
     with pytest.raises(CheckpointError, match="best.weights.h5 missing"):
         release.release(tmp_path / "tiny-missing", tmp_path / "x")
     assert not (tmp_path / "x").exists()
