@@ -590,3 +590,57 @@ def test_plain_text_corpus_from_the_command_line(tmp_path, valid_text, capsys):
         metrics["dropped_empty_pairs"] == 300
     assert metrics["train_pairs"] > 150
     assert "run directory" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- several corpora
+TATOEBA = REPO.parent / "shared" / "corpora" / "tatoeba-deu-eng"
+
+
+@pytest.fixture(scope="module")
+def two_corpora_run(tmp_path_factory):
+    """A tiny en-de model on Multi30k + Tatoeba (1,000 training pairs of each)."""
+    config = tiny_config(epochs=2)
+    config.data.corpus = "multi30k+tatoeba"
+    config.data.src, config.data.tgt = "en", "de"
+    config.data.data_dir = [f"multi30k={MULTI30K}", f"tatoeba={TATOEBA}"]
+    config.data.train_limit, config.data.valid_limit = 1000, 60
+    run_dir = tmp_path_factory.mktemp("two_corpora")
+    train(config, run_dir, progress=False)
+    return run_dir
+
+
+def test_several_corpora_train_on_the_union_and_validate_each(two_corpora_run):
+    metrics = read_metrics(two_corpora_run)
+    assert metrics["train_pairs"] + metrics["dropped_long_pairs"] == 2000
+    for record in metrics["epochs"]:
+        bleus = [record["val_multi30k_bleu"], record["val_tatoeba_bleu"]]
+        assert record["val_bleu"] == pytest.approx(np.mean(bleus))  # selection: the mean
+        assert record["val_chrf"] == pytest.approx(
+            np.mean([record["val_multi30k_chrf"], record["val_tatoeba_chrf"]]))
+        for corpus in ("multi30k", "tatoeba"):
+            assert record[f"val_{corpus}_loss"] > 0
+            assert record[f"val_{corpus}_ppl"] == pytest.approx(
+                np.exp(record[f"val_{corpus}_loss"]), rel=0.2)  # nll vs smoothed loss
+    assert metrics["best"]["val_bleu"] == max(r["val_bleu"] for r in metrics["epochs"])
+    translator = Translator.load(two_corpora_run)
+    assert translator.config.data.corpus == "multi30k+tatoeba"
+    assert translator.translate(["A dog runs."], beam=1)[0].text  # en -> de works
+
+
+def test_several_corpora_log_each_corpus_to_tensorboard(two_corpora_run):
+    tags = set()
+    for path in (two_corpora_run / "logs" / "validation").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"epoch_multi30k_bleu", "epoch_tatoeba_bleu", "epoch_multi30k_loss",
+            "epoch_tatoeba_chrf", "epoch_bleu"} <= tags, sorted(tags)
+
+
+def test_config_file_takes_a_list_of_corpora(tmp_path):
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps({"data": {"corpus": ["multi30k", "tatoeba"]}}), encoding="utf-8")
+    args = train_cli.build_parser().parse_args(["--config", str(path), "--data-dir", "x=1"])
+    config = train_cli.config_from_args(args)
+    assert config.data.corpus == ["multi30k", "tatoeba"] and config.data.data_dir == "x=1"
+    with pytest.raises(Exception, match="unknown corpus 'wmt'"):
+        Config.from_dict({"data": {"corpus": "multi30k+wmt"}})
