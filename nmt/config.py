@@ -100,7 +100,8 @@ class DataConfig:
         from nmt.errors import DataError
 
         try:
-            corpus_names(self.corpus)
+            if self.train_src is None:  # plain files name their own corpus
+                corpus_names(self.corpus)
         except DataError as error:
             raise ConfigError(f"data.corpus: {error}") from None
         for name in ("src_vocab_size", "tgt_vocab_size"):
