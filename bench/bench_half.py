@@ -27,7 +27,8 @@ from bench.common import RESULTS, write_results  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", action="append", required=True,
-                        help="RUN_DIR=SHIPPED_NAME: the float32 run and its shipped model")
+                        help="RUN_DIR=SHIPPED: the float32 run and its 16-bit release (a shipped "
+                             "model's name or a directory written by python -m nmt.release)")
     parser.add_argument("--data-dir", action="append", help="NAME=DIR, repeatable")
     parser.add_argument("--cache-dir", default="data")
     parser.add_argument("--beam", type=int, default=5)
@@ -42,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     runs, rows = [], []
     for pair in args.pair:
         run_dir, _, name = pair.partition("=")
-        full, half = Translator.load(run_dir), Translator.load(model_dir(name))
+        half_dir = Path(name) if Path(name).is_dir() else model_dir(name)
+        full, half = Translator.load(run_dir), Translator.load(half_dir)
+        name = half_dir.name
         d = full.config.data
         for corpus, split in TEST_SETS:
             folder = data_dir_for(args.data_dir, corpus, [c for c, _ in TEST_SETS])

@@ -1,13 +1,19 @@
 """nmt.release: a run directory becomes a shipped model with 16-bit weights that loads back."""
 
+import json
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
 
 from nmt import release
 from nmt.errors import CheckpointError
+from nmt.shipped import SHIPPED_DIR, shipped_models
 from nmt.translator import Translator
 from tests.helpers import multi30k_dir, tiny_run  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_release_halves_the_weights_and_loads_back(tiny_run, tmp_path):  # noqa: F811
@@ -44,3 +50,30 @@ def test_release_keeps_the_model_card_and_refuses_unfinished_runs(tiny_run, tmp_
     with pytest.raises(CheckpointError, match="best.weights.h5 missing"):
         release.release(tmp_path / "tiny-missing", tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("name", shipped_models())
+def test_every_shipped_model_has_a_card_with_its_measured_scores(name):
+    """The model card is part of a release: it names data, licence and limits, and its beam-5
+    test scores are the ones bench_quality measured (not figures typed in by hand and left
+    behind by a retrained model)."""
+    card = (SHIPPED_DIR / name / release.CARD).read_text(encoding="utf-8")
+    for heading in ("## Data and licence", "## Recipe", "## Scores", "## Decoding defaults",
+                    "## Known limits"):
+        assert heading in card, f"{name}'s card has no '{heading}'"
+    config = Translator.load(SHIPPED_DIR / name).config
+    assert f"configs/{name}.json" in card
+    if "tatoeba" in config.data.corpus:
+        assert "CC-BY 2.0" in card and "tatoeba.org" in card and "ManyThings.org" in card
+    measured = json.loads((REPO / "bench" / "results" / "bench_quality.json").read_text())
+    runs = [run for run in measured["runs"] if run["model"] == name and run["beam"] == 5]
+    assert runs, f"bench_quality.json has no beam-5 scores of {name}"
+    for run in runs:
+        assert f"| {run['test_set']} | {run['sentences']} |" in card
+        assert f"**{run['bleu']:.2f} / {run['chrf']:.2f}**" in card
+
+
+@pytest.mark.parametrize("name", shipped_models())
+def test_every_shipped_model_fits_the_size_limit(name):
+    size = sum(path.stat().st_size for path in (SHIPPED_DIR / name).iterdir())
+    assert size <= 25 * 10**6, f"{name} takes {size / 10**6:.1f} MB, over 25 MB"
