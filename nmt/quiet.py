@@ -1,0 +1,67 @@
+"""Quiet start-up: TensorFlow's native libraries print before anyone can stop them.
+
+Importing TensorFlow and running its first op write lines such as "oneDNN custom operations
+are on", "Could not find cuda drivers", "failed call to cuInit: UNKNOWN ERROR" straight to
+file descriptor 2, before absl logging is initialised, so `TF_CPP_MIN_LOG_LEVEL` does not
+reach them (tensorflow/tensorflow#100442). A user reads "ERROR" and thinks the install is
+broken. `load_tensorflow` points descriptor 2 at a temporary file while TensorFlow starts,
+then restores it: nmt's own warnings and errors, written later, reach the terminal as
+before. If starting TensorFlow fails, what it wrote is replayed, so no real error is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+STDERR_FD = 2
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """Send everything written to file descriptor 2 inside the block (by C++ libraries or
+    Python) to a temporary file; restore descriptor 2 afterwards and, if the block raised,
+    copy what was written back to stderr before the exception goes on."""
+    sys.stderr.flush()
+    saved = os.dup(STDERR_FD)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), STDERR_FD)
+        try:
+            yield
+        except BaseException:
+            _restore(saved)
+            capture.seek(0)
+            os.write(STDERR_FD, capture.read())
+            raise
+        else:
+            _restore(saved)
+
+
+def _restore(saved: int) -> None:
+    sys.stderr.flush()
+    os.dup2(saved, STDERR_FD)
+    os.close(saved)
+
+
+def load_tensorflow(verbose: bool = False) -> None:
+    """Import TensorFlow and tensorflow-text and initialise the devices; silently unless
+    `verbose`. Later TensorFlow log lines below ERROR are filtered too (absl and Python)."""
+    if verbose:
+        _start_tensorflow()
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_captured():
+        _start_tensorflow()
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+
+
+def _start_tensorflow() -> None:
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the sentencepiece ops)
+
+    tf.constant(0.0).numpy()  # the first op initialises the devices (the cuInit line)

@@ -1,0 +1,46 @@
+"""nmt.quiet: TensorFlow's native start-up lines stay off the terminal, real errors do not."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_native_writes_inside_the_block_are_dropped_and_later_ones_kept():
+    result = run_python(
+        "import os, sys\n"
+        "from nmt.quiet import native_stderr_captured\n"
+        "with native_stderr_captured():\n"
+        "    os.write(2, b'E0000 noise from C++\\n')\n"
+        "    print('python noise', file=sys.stderr)\n"
+        "os.write(2, b'after the block\\n')\n"
+        "print('python after', file=sys.stderr)\n")
+    assert result.returncode == 0
+    assert result.stderr == "after the block\npython after\n"
+
+
+def test_what_was_written_is_replayed_when_the_block_fails():
+    result = run_python(
+        "import os\n"
+        "from nmt.quiet import native_stderr_captured\n"
+        "with native_stderr_captured():\n"
+        "    os.write(2, b'the real reason\\n')\n"
+        "    raise SystemExit(3)\n")
+    assert result.returncode == 3
+    assert result.stderr == "the real reason\n"
+
+
+def test_loading_tensorflow_prints_nothing_unless_verbose():
+    quiet = run_python("from nmt.quiet import load_tensorflow\nload_tensorflow()\n"
+                       "import tensorflow as tf\nprint(tf.constant(2.0).numpy() * 2)\n")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == "4.0\n" and quiet.stderr == ""
+    loud = run_python("from nmt.quiet import load_tensorflow\nload_tensorflow(verbose=True)\n")
+    assert loud.returncode == 0
+    assert loud.stderr.strip(), "verbose start-up should show TensorFlow's own lines"
