@@ -1,7 +1,8 @@
 """The models shipped with nmt: run directories under `checkpoints/`, picked by name.
 
-`translate.py --model NAME` (and `serve`, `export`) loads `checkpoints/NAME/`; `--checkpoint
-DIR` loads any run directory instead. Pure Python (no TensorFlow).
+`translate.py --model NAME` (and `serve`, `export`, `Translator.load(NAME)`) loads
+`checkpoints/NAME/` (in an installed wheel, `nmt/models/NAME/`); `--checkpoint DIR` loads any
+run directory instead. Pure Python (no TensorFlow).
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from pathlib import Path
 
 from nmt.errors import CheckpointError, NmtError
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+# A wheel carries the shipped models as the package `nmt.models` (pyproject.toml maps the
+# checkout's checkpoints/ there); a source checkout or editable install reads checkpoints/.
+_PACKAGED_DIR = Path(__file__).resolve().parent / "models"
+SHIPPED_DIR = (_PACKAGED_DIR if _PACKAGED_DIR.is_dir()
+               else Path(__file__).resolve().parent.parent / "checkpoints")
 DEFAULT_MODEL = "de-en"
 CONFIG_FILE = "config.json"
 
