@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import train as train_cli
 from bench import bench_distributed
 from bench.bench_distributed import free_ports
 from nmt.attention import Attention
+from nmt.cli import train as train_cli
 from nmt.config import Config
 from nmt.distribute import (
     ReplicaSummedAdam,

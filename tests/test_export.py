@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import translate
+from nmt.cli import translate
 from nmt.export import INFO_FILE, export_info, export_saved_model
 from nmt.shipped import DEFAULT_MODEL, SHIPPED_DIR
 from nmt.translator import MAX_SOURCE_TOKENS

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import train as train_cli
 from nmt import data as corpus_data
 from nmt.attention import SCORES
+from nmt.cli import train as train_cli
 from nmt.config import Config
 from nmt.model import Seq2Seq
 from nmt.pipeline import Buckets, make_dataset, tokenize_corpus

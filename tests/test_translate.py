@@ -20,7 +20,7 @@ import sacrebleu
 import tensorflow as tf
 from PIL import Image
 
-import translate
+from nmt.cli import translate
 from nmt.data import read_lines
 from nmt.plotting import plot_filename
 from nmt.translator import MAX_SOURCE_TOKENS, Translation

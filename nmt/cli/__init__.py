@@ -1,0 +1,5 @@
+"""The command-line programs: `nmt-translate` (`translate.py`) and `nmt-train` (`train.py`).
+
+Each parses and checks its arguments before TensorFlow is imported, so bad input fails in a
+fraction of a second with one line on stderr, and then loads TensorFlow quietly.
+"""

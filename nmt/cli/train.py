@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""Train a translator: `python train.py --src de --tgt en [options]`.
+
+Every option has a config-file equivalent (`--config FILE`, JSON or YAML); flags given on
+the command line override the file. See `python train.py --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter off the console
+
+# (section, field, flag, type, help) for every configurable option, in --help order.
+OPTIONS = [
+    ("data", "corpus", "--corpus", str,
+     "built-in corpus: multi30k or tatoeba, or several trained on as one: multi30k+tatoeba"),
+    ("data", "src", "--src", str, "source language code, e.g. de"),
+    ("data", "tgt", "--tgt", str, "target language code, e.g. en"),
+    ("data", "data_dir", "--data-dir", str,
+     "read the corpus files from this local folder instead of downloading them; with "
+     "several corpora repeat it as NAME=DIR, e.g. --data-dir multi30k=DIR1 --data-dir "
+     "tatoeba=DIR2"),
+    ("data", "cache_dir", "--cache-dir", str, "download cache (default: data)"),
+    ("data", "train_src", "--train-src", str, "plain-text (or .gz) training source file"),
+    ("data", "train_tgt", "--train-tgt", str, "plain-text (or .gz) training target file"),
+    ("data", "valid_src", "--valid-src", str, "plain-text (or .gz) validation source file"),
+    ("data", "valid_tgt", "--valid-tgt", str, "plain-text (or .gz) validation target file"),
+    ("data", "src_vocab_size", "--src-vocab-size", int, "source sentencepiece vocabulary size"),
+    ("data", "tgt_vocab_size", "--tgt-vocab-size", int, "target sentencepiece vocabulary size"),
+    ("data", "max_length", "--max-length", int,
+     "subword tokens per side; longer training pairs are dropped (and counted)"),
+    ("data", "train_limit", "--train-limit", int, "use only the first N training pairs"),
+    ("data", "valid_limit", "--valid-limit", int, "use only the first N validation pairs"),
+    ("model", "score", "--score", str,
+     "attention score: dot, scaled_dot, general, cosine, additive"),
+    ("model", "attention_mode", "--attention-mode", str, "soft or hard attention"),
+    ("model", "hard_temperature", "--hard-temperature", float,
+     "Gumbel-softmax temperature of hard attention in training"),
+    ("model", "attention_units", "--attention-units", int, "hidden size of the additive score"),
+    ("model", "embedding_dim", "--embedding-dim", int, "embedding size"),
+    ("model", "encoder_units", "--encoder-units", int, "GRU units per encoder direction"),
+    ("model", "encoder_layers", "--encoder-layers", int, "bidirectional encoder layers"),
+    ("model", "decoder_units", "--decoder-units", int, "decoder GRU units"),
+    ("model", "decoder_layers", "--decoder-layers", int, "decoder GRU layers"),
+    ("model", "input_feeding", "--input-feeding", "bool",
+     "Luong input feeding (steps through time in training: slower)"),
+    ("model", "tie_embeddings", "--tie-embeddings", "bool",
+     "share the target embedding with the output projection"),
+    ("model", "dropout", "--dropout", float, "dropout rate"),
+    ("model", "word_dropout", "--word-dropout", float,
+     "probability of dropping a whole source or target word embedding in training"),
+    ("train", "epochs", "--epochs", int, "maximum number of epochs"),
+    ("train", "time_budget", "--time-budget", float,
+     "stop after this many minutes of wall time (the last epoch is cut short and validated)"),
+    ("train", "batch_tokens", "--batch-tokens", int,
+     "tokens per batch, padding included (batch size = budget / bucket length)"),
+    ("train", "learning_rate", "--learning-rate", float, "peak learning rate of Adam"),
+    ("train", "lr_schedule", "--lr-schedule", str,
+     "constant, inverse_sqrt, or cosine (anneals by the end of --epochs or --time-budget, "
+     "whichever comes first)"),
+    ("train", "warmup_steps", "--warmup-steps", int, "linear warm-up steps"),
+    ("train", "label_smoothing", "--label-smoothing", float, "label smoothing epsilon"),
+    ("train", "clip_norm", "--clip-norm", float, "global gradient-norm clipping"),
+    ("train", "seed", "--seed", int, "random seed (same seed + config = same run)"),
+    ("train", "patience", "--patience", int,
+     "early stopping: epochs without a better validation BLEU"),
+    ("train", "jit_compile", "--jit-compile", "bool", "compile the training step with XLA"),
+    ("train", "mixed_precision", "--mixed-precision", "bool",
+     "compute in 16 bits: bfloat16 on CPUs (fast with AVX512-BF16 or AMX), float16 with "
+     "dynamic loss scaling on GPUs; weights, softmax and loss stay float32"),
+    ("train", "valid_beam", "--valid-beam", int, "beam size for validation BLEU (1 = greedy)"),
+    ("train", "subword_sampling", "--subword-sampling", float,
+     "subword regularisation: re-cut the training sentences on every pass by sampling "
+     "sentencepiece segmentations with this alpha (smaller = more varied; 0 = off)"),
+    ("train", "ema_decay", "--ema-decay", float,
+     "validate and save an exponential moving average of the weights with this decay per "
+     "step (e.g. 0.999; 0 = off)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train an attention-based GRU translator on a parallel corpus.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", help="JSON or YAML config file; flags override its values")
+    parser.add_argument("--run-dir", help="run directory (default: "
+                        "checkpoints/<src>-<tgt>-<score>-<date-time>); an existing one resumes")
+    parser.add_argument("--resume", action="store_true",
+                        help="require --run-dir to exist and continue it")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--distribute", choices=["none", "mirrored", "multi-worker"],
+                        default="none",
+                        help="tf.distribute strategy: mirrored = every local GPU (or the CPU); "
+                        "multi-worker = the machines listed in the TF_CONFIG environment "
+                        "variable, one process each, the same command on every machine")
+    parser.add_argument("--collective-timeout", type=float, default=600.0,
+                        help="multi-worker: seconds a worker waits for the others in one "
+                        "collective op before giving up (must exceed the chief's validation)")
+    for section, name, flag, kind, text in OPTIONS:
+        dest = f"{section}.{name}"
+        if flag == "--data-dir":
+            parser.add_argument(flag, dest=dest, action="append", default=None, help=text)
+        elif kind == "bool":
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                                default=None, help=text)
+        else:
+            parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    return parser
+
+
+def load_config_file(path: str) -> dict:
+    from nmt.errors import ConfigError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise ConfigError(f"config file not found: {path}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({error.reason} at byte "
+                          f"{error.start})") from error
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        try:
+            return yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            reason = " ".join(str(error).split())  # one line, for the one-line error
+            raise ConfigError(f"config file {path} is not valid YAML: {reason}") from error
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid JSON: {error}") from error
+
+
+def config_from_args(args: argparse.Namespace):
+    """The config file's values (if any) with the command-line flags on top."""
+    from nmt.config import Config
+    from nmt.errors import ConfigError
+
+    values = load_config_file(args.config) if args.config else {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {args.config}: expected an object with sections "
+                          f"model, data, train; received {values!r}")
+    for section, name, *_ in OPTIONS:
+        value = getattr(args, f"{section}.{name}")
+        if value is None:
+            continue
+        if isinstance(value, list) and len(value) == 1:  # --data-dir given once
+            value = value[0]
+        if not isinstance(values.setdefault(section, {}), dict):
+            raise ConfigError(f"config file {args.config}: section {section!r}: expected an "
+                              f"object, received {values[section]!r}")
+        values[section][name] = value
+    return Config.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from nmt.distribute import is_chief, is_worker_failure, make_strategy
+    from nmt.errors import NmtError
+
+    try:
+        # First: a multi-worker strategy must exist before TensorFlow runs any op.
+        strategy = make_strategy(args.distribute, args.collective_timeout)
+        from nmt.training import train
+
+        config = config_from_args(args)
+        run_dir = args.run_dir or default_run_dir(config)
+        chief = is_chief(strategy)
+        if args.resume and chief and not Path(run_dir, "config.json").exists():
+            raise NmtError(f"--resume: no run to resume in {run_dir}")
+        metrics = train(config, run_dir, progress=not args.quiet, strategy=strategy)
+    except NmtError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: run it again with the same --run-dir to resume from the last "
+              "finished epoch", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.distribute != "multi-worker" or not is_worker_failure(error):
+            raise
+        reason = " ".join(str(error).split())[:300]
+        print(f"error: lost contact with another worker ({type(error).__name__}: {reason}); "
+              "start every worker again with the same TF_CONFIG and --run-dir to resume from "
+              "the chief's last finished epoch", file=sys.stderr)
+        return 3
+    if not chief:
+        print("worker finished; the chief's run directory holds the results", file=sys.stderr)
+        return 0
+    best = metrics.get("best") or {}
+    print(f"run directory: {run_dir}\nbest validation BLEU {best.get('val_bleu', float('nan')):.2f}"
+          f" (epoch {best.get('epoch', '-')})", file=sys.stderr)
+    return 0
+
+
+def default_run_dir(config) -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return str(Path("checkpoints") / f"{config.data.src}-{config.data.tgt}-"
+                                     f"{config.model.score}-{stamp}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
