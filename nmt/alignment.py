@@ -132,6 +132,25 @@ def align(
     return sorted((int(source), target) for target, source in enumerate(best_source))
 
 
+def sentence_alignment(translation) -> tuple[list[tuple[int, int]], int, int]:
+    """Word alignment of one `nmt.translator.Translation` without its end-of-sentence tokens.
+
+    Returns:
+        `(pairs, source_words, target_words)`: the `(source_word, target_word)` pairs of
+        `align` and the number of source and target words (to number words over a line).
+    """
+    from nmt.tokenizer import EOS_PIECE  # the translation exists, so TensorFlow is loaded
+
+    source = [i for i, piece in enumerate(translation.source_tokens) if piece != EOS_PIECE]
+    target = [i for i, piece in enumerate(translation.target_tokens) if piece != EOS_PIECE]
+    source_pieces = [translation.source_tokens[i] for i in source]
+    target_pieces = [translation.target_tokens[i] for i in target]
+    merged = merge_subword_weights(translation.attention[target][:, source], source_pieces,
+                                   target_pieces)
+    pairs = align(translation.attention[target][:, source], source_pieces, target_pieces)
+    return pairs, merged.shape[1], merged.shape[0]
+
+
 def to_pharaoh(pairs: Sequence[tuple[int, int]]) -> str:
     """Format `(source, target)` pairs as Pharaoh text, e.g. `"0-0 1-1 2-3"`.
 

@@ -159,11 +159,13 @@ def plot_attention_grid(
     return _save(figure, path, fmt, dpi)
 
 
-def plot_filename(index: int, source_text: str, fmt: str = "png") -> str:
+def plot_filename(index: int, source_text: str, fmt: str = "png",
+                  sentence: int | None = None) -> str:
     """Build a file name from a sentence number and a short ASCII slug of the source.
 
     Example: `plot_filename(3, "Ein Mann fährt Fahrrad.")` is
-    `"0003-ein-mann-fahrt-fahrrad.png"`.
+    `"0003-ein-mann-fahrt-fahrrad.png"`; with `sentence=1` it is
+    `"0003-01-ein-mann-fahrt-fahrrad.png"` (the second sentence of line 3).
 
     Args:
         index: 0-based sentence number, zero-padded to four digits.
@@ -171,13 +173,16 @@ def plot_filename(index: int, source_text: str, fmt: str = "png") -> str:
             an ASCII letter or digit becomes "-", and the slug is cut to about 40
             characters at a word boundary ("sentence" if nothing is left).
         fmt: "png", "svg" or "pdf".
+        sentence: 0-based sentence number within the line, zero-padded to two digits
+            (None: no sentence number).
 
     Raises:
-        NmtError: a negative index or an unknown format.
+        NmtError: a negative index or sentence number, or an unknown format.
     """
-    if index < 0:
-        raise NmtError(f"Plot index must be 0 or more, got {index}")
-    return f"{index:04d}-{_slug(source_text)}.{_check_format(fmt)}"
+    if index < 0 or (sentence is not None and sentence < 0):
+        raise NmtError(f"Plot index must be 0 or more, got {index} (sentence {sentence})")
+    number = f"{index:04d}" if sentence is None else f"{index:04d}-{sentence:02d}"
+    return f"{number}-{_slug(source_text)}.{_check_format(fmt)}"
 
 
 def unique_path(path: str | os.PathLike[str]) -> Path:

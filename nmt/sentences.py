@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterator, Sequence
 
 from sentence_splitter import SentenceSplitter, SentenceSplitterException
 
@@ -45,3 +46,31 @@ def split_sentences(text: str, language: str) -> list[str]:
 def join_sentences(sentences: list[str]) -> str:
     """One output line from the translations of a line's sentences (space-separated)."""
     return " ".join(s.strip() for s in sentences if s.strip())
+
+
+def translate_lines(translator, lines: Sequence[str], split: bool = True,
+                    **search) -> Iterator[list]:
+    """Translate lines of text, each cut into its sentences; yields, line by line and in
+    order, the list of that line's `Translation`s (one per sentence).
+
+    Every sentence of `lines` goes through `translator.translate_batches` in one stream, so
+    the sentences of a paragraph share batches with everything else, and a line is handed
+    out as soon as its last sentence is translated.
+
+    Args:
+        translator: an `nmt.translator.Translator` (its source language picks the rules).
+        lines: input lines; a blank line gives one empty translation.
+        split: False translates each line as one sentence.
+        **search: `beam`, `alpha`, `max_length_ratio`, `batch_size`, `n_best`,
+            `first_index` for `Translator.translate_batches`.
+    """
+    language = translator.config.data.src
+    counts, sentences = [], []
+    for line in lines:
+        parts = split_sentences(line, language) if split else [line]
+        counts.append(len(parts))
+        sentences.extend(parts)
+    translations = (translation for chunk in translator.translate_batches(sentences, **search)
+                    for translation in chunk)
+    for count in counts:
+        yield [next(translations) for _ in range(count)]

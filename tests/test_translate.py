@@ -156,7 +156,8 @@ def test_plot_dir_writes_one_image_per_sentence(cli, translator, tmp_path):
                        "--plot-dir", tmp_path / "plots")
     assert code == 0, err
     names = sorted(path.name for path in (tmp_path / "plots").iterdir())
-    assert names == [plot_filename(index, text, "png") for index, text in enumerate(sentences)]
+    assert names == [plot_filename(index, text, "png", sentence=0)
+                     for index, text in enumerate(sentences)]
     images = [png_pixels(tmp_path / "plots" / name) for name in names]
     for pixels in images:
         assert pixels.std() > 0
@@ -173,7 +174,7 @@ def test_plot_formats(cli, tmp_path, fmt, head, marker):
     code, _, err = cli(SENTENCES[0], "--beam", 1, "--plot-dir", tmp_path, "--plot-format", fmt)
     assert code == 0, err
     (path,) = tmp_path.iterdir()
-    assert path.name == plot_filename(0, SENTENCES[0], fmt)
+    assert path.name == plot_filename(0, SENTENCES[0], fmt, sentence=0)
     data = path.read_bytes()
     assert data.startswith(head)
     assert marker in data
@@ -235,7 +236,7 @@ def test_alignment_indexes_count_the_words_of_the_printed_translation(translator
                               attention, -1.0, -1.0)
     output = io.StringIO()
     args = argparse.Namespace(json=False, n_best=1, alignments=True)
-    translate.write_translation(output, translation, 0, args)
+    translate.write_line(output, [translation], 0, args)
     printed, pairs = parse_alignments(output.getvalue().rstrip("\n"))
     assert printed.split() == ["A", "man", "rides", "a", "bike."]
     assert max(j for _, j in pairs) < len(printed.split())
@@ -357,7 +358,7 @@ def test_very_long_line_is_truncated_not_fatal(cli, translator, tmp_path, caplog
 
 def test_n_best_larger_than_beam_is_an_error(cli):
     assert_clean_error(*cli(*SENTENCES, "--beam", 2, "--n-best", 5), "--n-best (5)",
-                       "beam size (2)")
+                       "--beam (2)")
 
 
 # ------------------------------------------------------------------------------ shipped models

@@ -8,51 +8,80 @@
     python translate.py serve --model de-en --model en-de   # JSON API and web page
     python translate.py export --out models/nmt/1   # SavedModel for TensorFlow Serving
 
-With no sentences and no -i, it reads standard input one sentence per line.
+With no text and no -i, it reads standard input line by line. Every line is cut into
+sentences (`--no-split`: not), and its translation is one output line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter off the console
-
-from nmt.config import DEFAULT_LENGTH_PENALTY  # noqa: E402  (no TensorFlow import)
-from nmt.shipped import add_model_options, chosen_directories  # noqa: E402
+# None of these imports TensorFlow: arguments are checked before it loads (nmt.quiet).
+from nmt.alignment import sentence_alignment, to_pharaoh
+from nmt.config import DEFAULT_LENGTH_PENALTY
+from nmt.quiet import load_tensorflow
+from nmt.sentences import join_sentences, translate_lines
+from nmt.shipped import add_model_options, chosen_directories
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Translate sentences with a trained nmt checkpoint.",
-        epilog="sub-command: `translate.py export --out DIR` writes a TensorFlow SavedModel "
-               "(see `translate.py export --help`)",
+        prog="translate.py",
+        description="Translate text with a shipped model or a run directory, and see where "
+                    "the model attended. Each line is cut into sentences, every sentence is "
+                    "translated, and the line comes back as one line.",
+        epilog="sub-commands: `translate.py serve` runs the JSON API and web page, "
+               "`translate.py export --out DIR` writes a TensorFlow SavedModel (each has "
+               "its own --help)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("sentences", nargs="*", help="sentences to translate (default: stdin)")
-    parser.add_argument("-i", "--input", help="file with one sentence per line")
-    parser.add_argument("-o", "--output", help="write translations here instead of stdout")
-    add_model_options(parser)
-    parser.add_argument("--weights", default="best", choices=["best", "last"],
-                        help="which weights of the run directory to use")
-    parser.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy search")
-    parser.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY,
-                        help="GNMT length penalty alpha (0 = none)")
-    parser.add_argument("--max-length-ratio", type=float, default=2.0,
+    io = parser.add_argument_group("input and output")
+    io.add_argument("sentences", nargs="*", metavar="TEXT",
+                    help="text to translate, one line each (default: -i FILE or stdin)")
+    io.add_argument("-i", "--input", metavar="FILE", help="file with one line of text per line")
+    io.add_argument("-o", "--output", metavar="FILE",
+                    help="write the translations here instead of stdout (never the input file)")
+    io.add_argument("--ref", metavar="FILE",
+                    help="reference translations, one per line: report BLEU and chrF")
+    io.add_argument("--no-split", dest="split", action="store_false",
+                    help="translate every line as one sentence instead of sentence by sentence")
+    model = parser.add_argument_group("model")
+    add_model_options(model)
+    model.add_argument("--weights", default="best", choices=["best", "last"],
+                       help="which weights of the run directory to use")
+    search = parser.add_argument_group("decoding")
+    search.add_argument("--beam", type=int, default=5, metavar="SIZE",
+                        help="beam size; 1 = greedy search")
+    search.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY,
+                        metavar="ALPHA", help="GNMT length penalty alpha (0 = none)")
+    search.add_argument("--max-length-ratio", type=float, default=2.0, metavar="RATIO",
                         help="longest translation, as a multiple of the source length (+5)")
-    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
-    parser.add_argument("--n-best", type=int, default=1,
-                        help="print the K best candidates as 'index ||| text ||| score'")
-    parser.add_argument("--plot-dir", help="write one attention heatmap per sentence here")
-    parser.add_argument("--plot-format", default="png", choices=["png", "svg", "pdf"])
-    parser.add_argument("--alignments", action="store_true",
-                        help="append word alignments in Pharaoh format: 'text ||| 0-0 1-2'")
-    parser.add_argument("--json", action="store_true",
-                        help="one JSON object per sentence: tokens, attention, score")
-    parser.add_argument("--ref", help="reference translations: report BLEU and chrF")
+    search.add_argument("--batch-size", type=int, default=64, metavar="N",
+                        help="sentences per batch")
+    search.add_argument("--n-best", type=int, default=1, metavar="K",
+                        help="print the K best candidates of every sentence as "
+                             "'LINE ||| text ||| score' (LINE.SENTENCE for a line of several)")
+    show = parser.add_argument_group("what to show")
+    show.add_argument("--plot-dir", metavar="DIR",
+                      help="write one attention heatmap per sentence here, named "
+                           "LINE-SENTENCE-words.FORMAT")
+    show.add_argument("--plot-format", default="png", choices=["png", "svg", "pdf"],
+                      help="file format of the heatmaps")
+    show.add_argument("--alignments", action="store_true",
+                      help="append word alignments in Pharaoh format: 'text ||| 0-0 1-2'")
+    show.add_argument("--json", action="store_true",
+                      help="one JSON object per sentence: line, sentence, tokens, attention, "
+                           "score")
+    show.add_argument("--quiet", action="store_true", help="no progress bar")
+    show.add_argument("--verbose", action="store_true",
+                      help="show TensorFlow's start-up messages")
     return parser
 
 
@@ -132,10 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     from nmt.errors import NmtError
 
     try:
-        if argv and argv[0] == "serve":
-            return serve_main(argv[1:])
-        if argv and argv[0] == "export":
-            return export_main(argv[1:])
+        if argv and argv[0] in ("serve", "export"):
+            verbose = "--verbose" in argv
+            load_tensorflow(verbose=verbose)
+            rest = [arg for arg in argv[1:] if arg != "--verbose"]
+            return serve_main(rest) if argv[0] == "serve" else export_main(rest)
         return run(build_parser().parse_args(argv))
     except NmtError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -146,45 +176,127 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> Path:
+    """Everything that can be checked before TensorFlow loads; returns the run directory.
+
+    Raises:
+        NmtError: one clear line naming the problem.
+    """
     from nmt.errors import NmtError
-    from nmt.textio import read_sentences, stream_batches
 
     if args.sentences and args.input:
-        raise NmtError("give sentences on the command line or -i FILE, not both")
+        raise NmtError("give text on the command line or -i FILE, not both")
+    for flag, value, least in (("--beam", args.beam, 1), ("--batch-size", args.batch_size, 1),
+                               ("--n-best", args.n_best, 1)):
+        if value < least:
+            raise NmtError(f"{flag} must be at least {least}, received {value}")
+    if args.n_best > args.beam:
+        raise NmtError(f"--n-best ({args.n_best}) cannot exceed --beam ({args.beam})")
     if args.n_best > 1 and (args.json or args.alignments):
         raise NmtError("--n-best cannot be combined with --json or --alignments")
-    if args.n_best > args.beam:
-        raise NmtError(f"--n-best ({args.n_best}) cannot exceed the beam size ({args.beam})")
-    references = read_sentences(args.ref) if args.ref else None
+    if args.length_penalty < 0:
+        raise NmtError(f"--length-penalty must be >= 0, received {args.length_penalty}")
+    if args.max_length_ratio <= 0:
+        raise NmtError(f"--max-length-ratio must be > 0, received {args.max_length_ratio}")
+    for flag, path in (("-i", args.input), ("--ref", args.ref)):
+        if path is not None and not Path(path).is_file():
+            raise NmtError(f"{flag}: file not found: {path}")
+    if args.output is not None:
+        check_output(args.output, args.input)
+    if args.plot_dir is not None and Path(args.plot_dir).exists() \
+            and not Path(args.plot_dir).is_dir():
+        raise NmtError(f"--plot-dir {args.plot_dir} is a file, not a folder")
     (directory,) = chosen_directories(args)
+    check_run_directory(directory)
+    return directory
+
+
+def check_output(output: str, input_path: str | None) -> None:
+    """-o must name a new or existing file in an existing, writable folder, and not -i."""
+    from nmt.errors import NmtError
+
+    path = Path(output)
+    folder = path.parent if str(path.parent) else Path(".")
+    if input_path is not None and Path(input_path).exists() and path.exists() \
+            and path.samefile(input_path):
+        raise NmtError(f"-o {output} is the input file; refusing to write over an input")
+    if path.is_dir():
+        raise NmtError(f"-o {output} is a folder; give a file name")
+    if not folder.is_dir():
+        raise NmtError(f"-o {output}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise NmtError(f"-o {output}: folder {folder} is not writable")
+
+
+def check_run_directory(directory: Path) -> None:
+    from nmt.errors import CheckpointError
+
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {directory}")
+    if not (directory / "config.json").is_file():
+        raise CheckpointError(f"{directory} is not a run directory: config.json is missing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nmt.textio import read_sentences, stream_batches
+
+    directory = check_arguments(args)
+    references = read_sentences(args.ref) if args.ref else None
+    load_tensorflow(verbose=args.verbose)
     translator = load_translator(str(directory), args.weights)
-    if args.sentences:
-        batches = iter([args.sentences])
-    elif args.input:
-        batches = iter([read_sentences(args.input)])
+    if args.sentences or args.input:
+        lines = args.sentences or read_sentences(args.input)
+        batches, total = iter([lines]), len(lines)
     else:
-        batches = stream_batches(sys.stdin.fileno(), args.batch_size)
-    output = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        batches, total = stream_batches(sys.stdin.fileno(), args.batch_size), None
     hypotheses: list[str] = []
-    try:
-        for texts in batches:
-            for chunk in translator.translate_batches(
-                    texts, beam=args.beam, alpha=args.length_penalty,
-                    max_length_ratio=args.max_length_ratio, batch_size=args.batch_size,
-                    n_best=args.n_best, first_index=len(hypotheses)):
-                for translation in chunk:
-                    write_translation(output, translation, len(hypotheses), args)
-                    if args.plot_dir:
-                        write_plot(translator, translation, len(hypotheses), args)
-                    hypotheses.append(translation.text)
-                output.flush()
-    finally:
-        if args.output:
-            output.close()
+    with output_stream(args.output) as output, progress_bar(total, args.quiet) as progress:
+        for lines in batches:
+            for sentences in translate_lines(
+                    translator, lines, split=args.split, beam=args.beam,
+                    alpha=args.length_penalty, max_length_ratio=args.max_length_ratio,
+                    batch_size=args.batch_size, n_best=args.n_best):
+                write_line(output, sentences, len(hypotheses), args)
+                if args.plot_dir:
+                    write_plots(translator, sentences, len(hypotheses), args)
+                hypotheses.append(join_sentences([t.text for t in sentences]))
+                progress.update(1)
+            output.flush()
     if references is not None:
         report_scores(hypotheses, references)
     return 0
+
+
+@contextlib.contextmanager
+def output_stream(path: str | None) -> Iterator:
+    """stdout, or a temporary file beside `path` renamed onto it when everything is written
+    (an interrupted run leaves any earlier file of that name as it was)."""
+    if path is None:
+        yield sys.stdout
+        return
+    from nmt.files import atomic_path
+
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as output:
+        yield output
+
+
+@contextlib.contextmanager
+def progress_bar(total: int | None, quiet: bool) -> Iterator:
+    """A tqdm bar on stderr (lines done, lines/s, ETA) when stderr is a terminal and the
+    input is longer than a screenful; otherwise an object whose `update` does nothing."""
+    screen = shutil.get_terminal_size().lines
+    if quiet or total is None or total <= screen or not sys.stderr.isatty():
+        yield _NoProgress()
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="line", file=sys.stderr, leave=False) as bar:
+        yield bar
+
+
+class _NoProgress:
+    def update(self, count: int) -> None:
+        """Nothing to draw."""
 
 
 def load_translator(checkpoint: str, weights: str):
@@ -194,34 +306,45 @@ def load_translator(checkpoint: str, weights: str):
                            BEST_WEIGHTS_FILE if weights == "best" else LAST_WEIGHTS_FILE)
 
 
-def write_translation(output, translation, index: int, args) -> None:
-    from nmt.alignment import align, to_pharaoh
-
+def write_line(output, sentences: list, line: int, args) -> None:
+    """The translation of one input line (several sentences: one line, or one JSON object
+    and one n-best list per sentence)."""
     if args.json:
-        output.write(json.dumps(translation.to_json(), ensure_ascii=False) + "\n")
+        for number, translation in enumerate(sentences):
+            record = {"line": line, "sentence": number, **translation.to_json()}
+            output.write(json.dumps(record, ensure_ascii=False) + "\n")
     elif args.n_best > 1:
-        for text, score in translation.n_best or [("", 0.0)]:  # an empty line: one empty entry
-            output.write(f"{index} ||| {text} ||| {score:.4f}\n")
+        for number, translation in enumerate(sentences):
+            index = f"{line}.{number}" if len(sentences) > 1 else str(line)
+            for text, score in translation.n_best or [("", 0.0)]:  # empty line: one entry
+                output.write(f"{index} ||| {text} ||| {score:.4f}\n")
     elif args.alignments:
-        source = [i for i, piece in enumerate(translation.source_tokens) if piece != "</s>"]
-        target = [i for i, piece in enumerate(translation.target_tokens) if piece != "</s>"]
-        weights = translation.attention[target][:, source]
-        pairs = align(weights, [translation.source_tokens[i] for i in source],
-                      [translation.target_tokens[i] for i in target])
-        output.write(f"{translation.text} ||| {to_pharaoh(pairs)}\n")
+        text = join_sentences([t.text for t in sentences])
+        output.write(f"{text} ||| {to_pharaoh(line_alignment(sentences))}\n")
     else:
-        output.write(translation.text + "\n")
+        output.write(join_sentences([t.text for t in sentences]) + "\n")
 
 
-def write_plot(translator, translation, index: int, args) -> None:
+def line_alignment(sentences: list) -> list[tuple[int, int]]:
+    """Word alignments of a line's sentences, with word numbers counted over the line."""
+    pairs, source_offset, target_offset = [], 0, 0
+    for translation in sentences:
+        sentence_pairs, source_words, target_words = sentence_alignment(translation)
+        pairs += [(s + source_offset, t + target_offset) for s, t in sentence_pairs]
+        source_offset, target_offset = source_offset + source_words, target_offset + target_words
+    return pairs
+
+
+def write_plots(translator, sentences: list, line: int, args) -> None:
     from nmt.plotting import plot_attention, plot_filename, unique_path
 
     config = translator.config.model
     title = f"{config.score} attention ({config.attention_mode}), {translator.name}"
-    path = unique_path(Path(args.plot_dir) / plot_filename(index, translation.source,
-                                                           args.plot_format))
-    plot_attention(translation.attention, translation.source_tokens, translation.target_tokens,
-                   path, title=title, fmt=args.plot_format)
+    for number, translation in enumerate(sentences):
+        name = plot_filename(line, translation.source, args.plot_format, sentence=number)
+        path = unique_path(Path(args.plot_dir) / name)
+        plot_attention(translation.attention, translation.source_tokens,
+                       translation.target_tokens, path, title=title, fmt=args.plot_format)
 
 
 def report_scores(hypotheses: list[str], references: list[str]) -> None:
