@@ -84,3 +84,16 @@ def chosen_directories(args: argparse.Namespace) -> list[Path]:
     if len(set(names)) != len(names):
         raise NmtError(f"--model names a model twice: {', '.join(names)}")
     return [model_dir(name) for name in names]
+
+
+def find_model(name_or_path: str | Path, folder: Path = SHIPPED_DIR) -> Path:
+    """A run directory given by path, or a shipped model given by name ("de-en").
+
+    An existing directory wins; a bare name (a `str` without a folder) that is not one is
+    looked up among the shipped models; anything else comes back as the path it names.
+    """
+    path = Path(name_or_path)
+    if not path.is_dir() and isinstance(name_or_path, str) and len(path.parts) == 1 \
+            and name_or_path in shipped_models(folder):
+        return folder / name_or_path
+    return path

@@ -19,6 +19,7 @@ from nmt.config import DEFAULT_LENGTH_PENALTY, Config
 from nmt.decoding import beam_search, greedy_search
 from nmt.errors import CheckpointError, NmtError
 from nmt.model import Seq2Seq
+from nmt.shipped import find_model
 from nmt.tokenizer import EOS_ID, PAD_ID, SubwordTokenizer
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,9 @@ class Translator:
 
     @classmethod
     def load(cls, run_dir: str | Path, weights: str = BEST_WEIGHTS_FILE) -> Translator:
-        """Rebuild the model from `run_dir` (config, tokenizers and weights)."""
-        run_dir = Path(run_dir)
+        """Rebuild the model from `run_dir` (config, tokenizers and weights): a run
+        directory, or the name of a shipped model such as "de-en" (see `nmt.shipped`)."""
+        run_dir = find_model(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {run_dir}")
         for name in (CONFIG_FILE, SOURCE_TOKENIZER_FILE, TARGET_TOKENIZER_FILE, weights):

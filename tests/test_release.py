@@ -77,3 +77,17 @@ def test_every_shipped_model_has_a_card_with_its_measured_scores(name):
 def test_every_shipped_model_fits_the_size_limit(name):
     size = sum(path.stat().st_size for path in (SHIPPED_DIR / name).iterdir())
     assert size <= 25 * 10**6, f"{name} takes {size / 10**6:.1f} MB, over 25 MB"
+
+
+def test_translator_load_takes_a_shipped_name_or_a_directory(tiny_run, tmp_path,  # noqa: F811
+                                                            monkeypatch):
+    from nmt.shipped import find_model
+
+    assert find_model("de-en") == SHIPPED_DIR / "de-en"
+    assert find_model(str(tiny_run)) == tiny_run
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "de-en").mkdir()  # a folder of that name in the working directory wins
+    assert find_model("de-en") == Path("de-en")
+    assert find_model(Path("en-de")) == Path("en-de")  # a Path is always a path
+    with pytest.raises(CheckpointError, match="checkpoint directory not found: no-such"):
+        Translator.load("no-such-model")
