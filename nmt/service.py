@@ -16,10 +16,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from nmt.config import DEFAULT_LENGTH_PENALTY
 from nmt.errors import NmtError
+from nmt.sentences import join_sentences, split_sentences
 from nmt.translator import METRICS_FILE, Translation, Translator
+
+REQUEST_FIELDS = ("text", "texts", "beam", "model", "split", "n_best")
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class _Job:
     texts: list[str]
     beam: int
     future: asyncio.Future
+    n_best: int = 1
 
 
 class RequestBatcher:
@@ -76,11 +81,12 @@ class RequestBatcher:
                 pass
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def translate(self, texts: list[str], beam: int) -> list[Translation]:
+    async def translate(self, texts: list[str], beam: int, n_best: int = 1
+                        ) -> list[Translation]:
         if self.queue is None:
             raise RuntimeError("RequestBatcher.start() was not called")
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Job(texts, beam, future))
+        await self.queue.put(_Job(texts, beam, future, n_best))
         return await future
 
     async def _run(self) -> None:
@@ -89,11 +95,11 @@ class RequestBatcher:
             jobs = [await self.queue.get()]
             if self.enabled:
                 jobs += await self._gather_more(len(jobs[0].texts))
-            groups: dict[int, list[_Job]] = {}
+            groups: dict[tuple[int, int], list[_Job]] = {}
             for job in jobs:
-                groups.setdefault(job.beam, []).append(job)
-            for beam, group in groups.items():
-                await self._translate_group(beam, group)
+                groups.setdefault((job.beam, job.n_best), []).append(job)
+            for (beam, n_best), group in groups.items():
+                await self._translate_group(beam, n_best, group)
 
     async def _gather_more(self, sentences: int) -> list[_Job]:
         """Jobs arriving within the window, up to `max_batch` sentences in all."""
@@ -111,11 +117,12 @@ class RequestBatcher:
             sentences += len(job.texts)
         return more
 
-    async def _translate_group(self, beam: int, jobs: list[_Job]) -> None:
+    async def _translate_group(self, beam: int, n_best: int, jobs: list[_Job]) -> None:
         texts = [text for job in jobs for text in job.texts]
         loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self.executor, self._decode, texts, beam)
+            results = await loop.run_in_executor(self.executor, self._decode, texts, beam,
+                                                 n_best)
         except Exception as error:  # noqa: BLE001 - every waiting client must get an answer
             logger.exception("translation failed")
             for job in jobs:
@@ -128,11 +135,11 @@ class RequestBatcher:
                 job.future.set_result(results[start:start + len(job.texts)])
             start += len(job.texts)
 
-    def _decode(self, texts: list[str], beam: int) -> list[Translation]:
+    def _decode(self, texts: list[str], beam: int, n_best: int) -> list[Translation]:
         with self._lock:
             self.calls += 1
         return self.translator.translate(texts, beam=beam, alpha=self.alpha,
-                                         batch_size=self.max_batch)
+                                         batch_size=self.max_batch, n_best=n_best)
 
 
 # ----------------------------------------------------------------- request checking
@@ -144,9 +151,19 @@ class RequestError(Exception):
         self.status, self.message = status, message
 
 
+class TranslateRequest(NamedTuple):
+    """A checked `POST /translate` body."""
+
+    texts: list[str]  # lines of text, each cut into sentences unless `split` is False
+    beam: int
+    model: str | None  # None: the service's default model
+    split: bool = True
+    n_best: int = 1  # candidates per sentence in the answer (1: none listed)
+
+
 def parse_body(body: bytes, limits: ServiceLimits, models: tuple[str, ...] = ()
-               ) -> tuple[list[str], int, str | None]:
-    """Check a `POST /translate` body and return `(sentences, beam, model)`.
+               ) -> TranslateRequest:
+    """Check a `POST /translate` body and return what it asks for.
 
     `models`: the names a request may pick with `"model"`; the model is None when the
     request names none (the service's default model).
@@ -167,10 +184,10 @@ def parse_body(body: bytes, limits: ServiceLimits, models: tuple[str, ...] = ()
         raise RequestError(400, f"request body is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise RequestError(422, 'expected a JSON object such as {"text": "Ein Hund."}')
-    unknown = sorted(set(data) - {"text", "texts", "beam", "model"})
+    unknown = sorted(set(data) - set(REQUEST_FIELDS))
     if unknown:
-        raise RequestError(422, f"unknown field(s) {unknown}; allowed: text, texts, beam, "
-                                "model")
+        raise RequestError(422, f"unknown field(s) {unknown}; allowed: "
+                                f"{', '.join(REQUEST_FIELDS)}")
     model = data.get("model")
     if model is not None and (not isinstance(model, str) or model not in models):
         raise RequestError(422, f'"model" must be one of {list(models)}, not '
@@ -197,11 +214,21 @@ def parse_body(body: bytes, limits: ServiceLimits, models: tuple[str, ...] = ()
         if len(sentence) > limits.max_sentence_chars:
             raise RequestError(413, f"{where} has {len(sentence)} characters; at most "
                                     f"{limits.max_sentence_chars} per sentence")
-    beam = data.get("beam", limits.default_beam)
-    if isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= limits.max_beam:
-        raise RequestError(422, f'"beam" must be an integer from 1 to {limits.max_beam}, '
-                                f"not {json.dumps(beam)}")
-    return texts, beam, model
+    beam = _integer(data, "beam", limits.default_beam, limits.max_beam)
+    n_best = _integer(data, "n_best", 1, beam)
+    split = data.get("split", True)
+    if not isinstance(split, bool):
+        raise RequestError(422, f'"split" must be true or false, not {json.dumps(split)}')
+    return TranslateRequest(texts, beam, model, split, n_best)
+
+
+def _integer(data: dict, field: str, default: int, most: int) -> int:
+    """The integer `data[field]` (default `default`), checked to lie in 1..`most`."""
+    value = data.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise RequestError(422, f'"{field}" must be an integer from 1 to {most}, '
+                                f"not {json.dumps(value)}")
+    return value
 
 
 def _json_type(value) -> str:
@@ -210,11 +237,31 @@ def _json_type(value) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def translation_json(translation: Translation) -> dict:
-    """One sentence of the `/translate` answer: text, tokens and the attention matrix."""
+def translation_json(translation: Translation, n_best: int = 1) -> dict:
+    """One sentence of the `/translate` answer: text, tokens and the attention matrix (and
+    the `n_best` best candidates when more than one was asked for)."""
     record = translation.to_json()
-    record.pop("n_best", None)
+    if n_best == 1:
+        record.pop("n_best", None)
     return record
+
+
+async def translate_request(batcher: RequestBatcher, request: TranslateRequest,
+                            language: str) -> dict:
+    """Cut every line of `request` into sentences, translate them all in one batcher job
+    and answer with one record per sentence (`line`, `sentence`) plus the joined `lines`."""
+    sentences, owners = [], []
+    for line, text in enumerate(request.texts):
+        parts = split_sentences(text, language) if request.split else [text]
+        sentences += parts
+        owners += [(line, number) for number in range(len(parts))]
+    results = await batcher.translate(sentences, request.beam, request.n_best)
+    records = [{**translation_json(result, request.n_best), "line": line, "sentence": number}
+               for result, (line, number) in zip(results, owners, strict=True)]
+    lines = [{"source": text, "translation": join_sentences(
+        [r["translation"] for r in records if r["line"] == index])}
+        for index, text in enumerate(request.texts)]
+    return {"translations": records, "lines": lines}
 
 
 # ---------------------------------------------------------------------- application
@@ -294,16 +341,16 @@ def create_app(translators: Translator | dict[str, Translator],
     @app.post("/translate", openapi_extra=_translate_schema(limits))
     async def translate(request: Request):
         body = await _read_limited(request, limits.max_body_bytes)
-        texts, beam, model = parse_body(body, limits, names)
-        model = model or names[0]
+        asked = parse_body(body, limits, names)
+        model = asked.model or names[0]
         start = time.perf_counter()
         try:
-            results = await batchers[model].translate(texts, beam)
+            answer = await translate_request(batchers[model], asked,
+                                             translators[model].config.data.src)
         except NmtError as exc:
             raise RequestError(422, str(exc)) from None
-        return {"checkpoint": model, "model": model, "beam": beam,
-                "milliseconds": round(1000 * (time.perf_counter() - start), 1),
-                "translations": [translation_json(t) for t in results]}
+        return {"checkpoint": model, "model": model, "beam": asked.beam,
+                "milliseconds": round(1000 * (time.perf_counter() - start), 1), **answer}
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -322,6 +369,10 @@ def _translate_schema(limits: ServiceLimits) -> dict:
                   "maxItems": limits.max_sentences},
         "beam": {"type": "integer", "minimum": 1, "maximum": limits.max_beam,
                  "default": limits.default_beam},
+        "n_best": {"type": "integer", "minimum": 1, "default": 1,
+                   "description": "list the N best candidates of every sentence (N <= beam)"},
+        "split": {"type": "boolean", "default": True,
+                  "description": "cut every text into sentences and translate them one by one"},
         "model": {"type": "string", "description": "a served model (GET /info lists them); "
                                                    "default: the first"}},
         "oneOf": [{"required": ["text"]}, {"required": ["texts"]}]}

@@ -51,6 +51,10 @@ def body(value) -> bytes:
     (body({"text": "Hallo", "beam": 11}), 422, "from 1 to 10"),
     (body({"text": "Hallo", "beam": 2.5}), 422, "from 1 to 10"),
     (body({"text": "Hallo", "beam": True}), 422, "not true"),
+    (body({"text": "Hallo", "beam": 2, "n_best": 3}), 422,
+     '"n_best" must be an integer from 1 to 2'),
+    (body({"text": "Hallo", "n_best": 0}), 422, '"n_best" must be an integer'),
+    (body({"text": "Hallo", "split": "yes"}), 422, '"split" must be true or false'),
     (body({"text": "x" * 1001}), 413, "1001 characters; at most 1000"),
     (body({"texts": ["Hallo"] * 65}), 413, "65 sentences; at most 64"),
     (b'{"text": "' + b"x" * (256 * 1024) + b'"}', 413, "over 262144 bytes"),
@@ -64,9 +68,12 @@ def test_bad_bodies_name_the_problem(raw, status, fragment):
 
 def test_good_bodies():
     limits = ServiceLimits()
-    assert parse_body(body({"text": "Ein Hund."}), limits) == (["Ein Hund."], 5, None)
-    assert parse_body(body({"texts": ["a", "b"], "beam": 1}), limits) == (["a", "b"], 1, None)
-    assert parse_body("{\"text\": \"Grüße\"}".encode(), limits) == (["Grüße"], 5, None)
+    assert parse_body(body({"text": "Ein Hund."}), limits) == (["Ein Hund."], 5, None, True, 1)
+    assert parse_body(body({"texts": ["a", "b"], "beam": 1}), limits) == (
+        ["a", "b"], 1, None, True, 1)
+    assert parse_body("{\"text\": \"Grüße\"}".encode(), limits) == (["Grüße"], 5, None, True, 1)
+    assert parse_body(body({"text": "a", "beam": 3, "n_best": 3, "split": False}), limits) == (
+        ["a"], 3, None, False, 3)
     assert parse_body(body({"texts": ["x" * 1000] * 64}), limits)[0] == ["x" * 1000] * 64
 
 
@@ -83,7 +90,7 @@ class RecordingTranslator:
     def __init__(self):
         self.calls: list[tuple[list[str], int]] = []
 
-    def translate(self, texts, beam, alpha, batch_size):
+    def translate(self, texts, beam, alpha, batch_size, n_best=1):
         self.calls.append((list(texts), beam))
         time.sleep(0.05)
         return [text.upper() for text in texts]
@@ -127,7 +134,7 @@ def test_without_batching_every_request_is_its_own_call():
 
 def test_a_failing_call_answers_every_waiting_client_with_the_error():
     class Broken(RecordingTranslator):
-        def translate(self, texts, beam, alpha, batch_size):
+        def translate(self, texts, beam, alpha, batch_size, n_best=1):
             raise RuntimeError("decoder exploded")
 
     async def main():
@@ -224,6 +231,34 @@ def test_single_text_and_default_beam(server):
     assert status == 200 and greedy["beam"] == 1 and greedy["translations"][0]["translation"]
 
 
+def test_a_paragraph_is_translated_sentence_by_sentence(server):
+    paragraph = "Ein Hund rennt. Dr. Müller liest z. B. ein Buch. Zwei Kinder spielen."
+    status, answer = post(server, {"texts": [paragraph, SENTENCES[0]], "beam": 1})
+    assert status == 200
+    records = answer["translations"]
+    assert [(r["line"], r["sentence"]) for r in records] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    assert [r["source"] for r in records[:3]] == [
+        "Ein Hund rennt.", "Dr. Müller liest z. B. ein Buch.", "Zwei Kinder spielen."]
+    assert [line["source"] for line in answer["lines"]] == [paragraph, SENTENCES[0]]
+    assert answer["lines"][0]["translation"] == " ".join(r["translation"] for r in records[:3])
+    status, whole = post(server, {"text": paragraph, "beam": 1, "split": False})
+    assert status == 200 and len(whole["translations"]) == 1
+    assert whole["translations"][0]["source"] == paragraph
+
+
+def test_n_best_lists_the_candidates_of_every_sentence(server):
+    status, answer = post(server, {"text": "Ein Hund rennt. Eine Katze schläft.", "beam": 4,
+                                   "n_best": 3})
+    assert status == 200
+    for record in answer["translations"]:
+        candidates = record["n_best"]
+        assert len(candidates) == 3 and candidates[0]["translation"] == record["translation"]
+        scores = [candidate["score"] for candidate in candidates]
+        assert scores == sorted(scores, reverse=True)
+    status, plain = post(server, {"text": "Ein Hund rennt.", "beam": 4})
+    assert status == 200 and "n_best" not in plain["translations"][0]
+
+
 def test_concurrent_clients_get_the_answers_of_single_requests(server):
     singles = {}
     for sentence in SENTENCES:
@@ -305,7 +340,7 @@ def test_page_and_static_files_are_served(server):
     status, schema = request(server + "/openapi.json")
     body_schema = schema["paths"]["/translate"]["post"]["requestBody"]["content"]
     assert status == 200 and set(body_schema["application/json"]["schema"]["properties"]) == {
-        "text", "texts", "beam"}
+        "text", "texts", "beam", "model", "split", "n_best"}
     for name in ("app.js", "style.css"):
         with urllib.request.urlopen(f"{server}/static/{name}", timeout=30) as response:
             assert response.status == 200 and len(response.read()) > 100

@@ -24,6 +24,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SENTENCE = "Ein Mann fährt Fahrrad."
 MORE = ["Zwei Hunde spielen im Schnee.", "Kinder spielen."]
+PARAGRAPH = "Ein Hund rennt. Eine Frau liest ein Buch."
 WAIT = 60  # seconds for anything the page does (a translation takes well under a second)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -229,6 +230,18 @@ def test_page_translates_and_draws_the_attention(browser, server, tmp_path):
         [item["translation"] for item in answer["translations"]]
     assert len(driver.execute_script(CELLS_SCRIPT)) == sum(
         len(item["source_tokens"]) * len(item["target_tokens"]) for item in answer["translations"])
+
+    # A paragraph: one translated line, one heatmap per sentence.
+    source.clear()
+    source.send_keys(PARAGRAPH)
+    source.send_keys(Keys.CONTROL, Keys.ENTER)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#heatmap .sentence")) == 2
+               and not d.find_element(By.ID, "translate").get_attribute("disabled"))
+    status, answer = api(server, "/translate", {"text": PARAGRAPH, "beam": beam})
+    assert status == 200 and len(answer["translations"]) == 2
+    assert texts("#translation .translation-text") == [answer["lines"][0]["translation"]]
+    labels = texts("#heatmap .sentence .index")
+    assert labels == ["1.1", "1.2"]
 
     # An empty text: the API's error message is shown and the old results are cleared.
     source.clear()

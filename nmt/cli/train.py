@@ -8,14 +8,18 @@ the command line override the file. See `python train.py --help`.
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
+import dataclasses
 import datetime
+import importlib.util
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter off the console
+from nmt.cli import ArgumentParser
+from nmt.config import LR_SCHEDULES, DataConfig, ModelConfig, TrainConfig
 
 # (section, field, flag, type, help) for every configurable option, in --help order.
 OPTIONS = [
@@ -27,7 +31,7 @@ OPTIONS = [
      "read the corpus files from this local folder instead of downloading them; with "
      "several corpora repeat it as NAME=DIR, e.g. --data-dir multi30k=DIR1 --data-dir "
      "tatoeba=DIR2"),
-    ("data", "cache_dir", "--cache-dir", str, "download cache (default: data)"),
+    ("data", "cache_dir", "--cache-dir", str, "download cache"),
     ("data", "train_src", "--train-src", str, "plain-text (or .gz) training source file"),
     ("data", "train_tgt", "--train-tgt", str, "plain-text (or .gz) training target file"),
     ("data", "valid_src", "--valid-src", str, "plain-text (or .gz) validation source file"),
@@ -38,8 +42,7 @@ OPTIONS = [
      "subword tokens per side; longer training pairs are dropped (and counted)"),
     ("data", "train_limit", "--train-limit", int, "use only the first N training pairs"),
     ("data", "valid_limit", "--valid-limit", int, "use only the first N validation pairs"),
-    ("model", "score", "--score", str,
-     "attention score: dot, scaled_dot, general, cosine, additive"),
+    ("model", "score", "--score", str, "attention score (nmt.attention.SCORES)"),
     ("model", "attention_mode", "--attention-mode", str, "soft or hard attention"),
     ("model", "hard_temperature", "--hard-temperature", float,
      "Gumbel-softmax temperature of hard attention in training"),
@@ -63,8 +66,7 @@ OPTIONS = [
      "tokens per batch, padding included (batch size = budget / bucket length)"),
     ("train", "learning_rate", "--learning-rate", float, "peak learning rate of Adam"),
     ("train", "lr_schedule", "--lr-schedule", str,
-     "constant, inverse_sqrt, or cosine (anneals by the end of --epochs or --time-budget, "
-     "whichever comes first)"),
+     "cosine anneals by the end of --epochs or --time-budget, whichever comes first"),
     ("train", "warmup_steps", "--warmup-steps", int, "linear warm-up steps"),
     ("train", "label_smoothing", "--label-smoothing", float, "label smoothing epsilon"),
     ("train", "clip_norm", "--clip-norm", float, "global gradient-norm clipping"),
@@ -85,34 +87,86 @@ OPTIONS = [
 ]
 
 
+SECTIONS = {"data": (DataConfig, "data"), "model": (ModelConfig, "model"),
+            "train": (TrainConfig, "training")}
+# Plain words for the value of a flag: by type, or by name for the strings.
+METAVARS = {int: "N", float: "X", "src": "LANG", "tgt": "LANG", "cache_dir": "DIR",
+            "train_src": "FILE", "train_tgt": "FILE", "valid_src": "FILE", "valid_tgt": "FILE"}
+# What an unset (None) default means, for --help; files left unset have no default.
+MEANING_OF_NONE = {"data_dir": "download into --cache-dir", "time_budget": "no limit",
+                   "train_limit": "all", "valid_limit": "all"}
+# Options whose values are a fixed list: argparse refuses anything else before TensorFlow loads.
+CHOICES = {"attention_mode": ("soft", "hard"), "lr_schedule": LR_SCHEDULES}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Train an attention-based GRU translator on a parallel corpus.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", help="JSON or YAML config file; flags override its values")
-    parser.add_argument("--run-dir", help="run directory (default: "
-                        "checkpoints/<src>-<tgt>-<score>-<date-time>); an existing one resumes")
-    parser.add_argument("--resume", action="store_true",
-                        help="require --run-dir to exist and continue it")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--distribute", choices=["none", "mirrored", "multi-worker"],
-                        default="none",
-                        help="tf.distribute strategy: mirrored = every local GPU (or the CPU); "
-                        "multi-worker = the machines listed in the TF_CONFIG environment "
-                        "variable, one process each, the same command on every machine")
-    parser.add_argument("--collective-timeout", type=float, default=600.0,
-                        help="multi-worker: seconds a worker waits for the others in one "
-                        "collective op before giving up (must exceed the chief's validation)")
+    """The parser; every config option shows the default a bare run really uses (from the
+    config dataclasses), grouped by section."""
+    parser = ArgumentParser(
+        prog="train.py",
+        description="Train an attention-based GRU translator on a parallel corpus. Without "
+                    "--config, the defaults below apply (`python train.py --src de --tgt en` "
+                    "trains on Multi30k); configs/ holds the recipes of the shipped models.")
+    run = parser.add_argument_group("run")
+    run.add_argument("--config", metavar="FILE",
+                     help="JSON or YAML config file; flags override its values")
+    run.add_argument("--run-dir", metavar="DIR", help="run directory (default: "
+                     "checkpoints/<src>-<tgt>-<score>-<date-time>); an existing one resumes")
+    run.add_argument("--resume", action="store_true",
+                     help="require --run-dir to exist and continue it")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--verbose", action="store_true",
+                     help="show TensorFlow's start-up messages")
+    run.add_argument("--distribute", choices=["none", "mirrored", "multi-worker"],
+                     default="none",
+                     help="tf.distribute strategy: mirrored = every local GPU (or the CPU); "
+                     "multi-worker = the machines listed in the TF_CONFIG environment "
+                     "variable, one process each, the same command on every machine "
+                     "(default: none)")
+    run.add_argument("--collective-timeout", type=float, default=600.0, metavar="SECONDS",
+                     help="multi-worker: seconds a worker waits for the others in one "
+                     "collective op before giving up (must exceed the chief's validation) "
+                     "(default: 600)")
+    groups = {section: parser.add_argument_group(title)
+              for section, (_, title) in SECTIONS.items()}
+    defaults = {section: dataclasses.asdict(cls()) for section, (cls, _) in SECTIONS.items()}
+    choices = {**CHOICES, "score": tuple(score_names())}
     for section, name, flag, kind, text in OPTIONS:
-        dest = f"{section}.{name}"
-        if flag == "--data-dir":
-            parser.add_argument(flag, dest=dest, action="append", default=None, help=text)
-        elif kind == "bool":
-            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
-                                default=None, help=text)
-        else:
-            parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+        default = defaults[section][name]
+        shown = MEANING_OF_NONE.get(name) if default is None else default
+        add_config_option(groups[section], f"{section}.{name}", flag, kind,
+                          text if shown is None else f"{text} (default: {shown})",
+                          choices.get(name))
     return parser
+
+
+def add_config_option(group, dest: str, flag: str, kind, text: str, choices) -> None:
+    """One config flag; its parsed value stays None unless given, so a --config file's
+    value is not overridden by a default."""
+    metavar = None if choices else METAVARS.get(kind) or METAVARS.get(dest.split(".")[1], "NAME")
+    if flag == "--data-dir":
+        group.add_argument(flag, dest=dest, action="append", default=None, metavar="DIR",
+                           help=text)
+    elif kind == "bool":
+        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                           default=None, help=text)
+    else:
+        group.add_argument(flag, dest=dest, type=kind, default=None, choices=choices,
+                           metavar=metavar, help=text)
+
+
+def score_names() -> list[str]:
+    """The names of `nmt.attention.SCORES`, in registration order, read from the module's
+    source (every `@register_score("name")`) instead of importing it: importing it loads
+    TensorFlow (seconds), and a mistyped --score should fail at once."""
+    source = Path(importlib.util.find_spec("nmt.attention").origin).read_text(encoding="utf-8")
+    names = []
+    for node in ast.parse(source).body:
+        for decorator in getattr(node, "decorator_list", []):
+            if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", "") == \
+                    "register_score" and isinstance(decorator.args[0], ast.Constant):
+                names.append(decorator.args[0].value)
+    return names
 
 
 def load_config_file(path: str) -> dict:
@@ -166,12 +220,13 @@ def config_from_args(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from nmt.distribute import is_chief, is_worker_failure, make_strategy
     from nmt.errors import NmtError
 
     try:
-        # First: a multi-worker strategy must exist before TensorFlow runs any op.
-        strategy = make_strategy(args.distribute, args.collective_timeout)
+        if args.config:
+            load_config_file(args.config)  # a missing or broken file fails before TensorFlow
+        strategy = start_tensorflow(args)
+        from nmt.distribute import is_chief
         from nmt.training import train
 
         config = config_from_args(args)
@@ -188,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
               "finished epoch", file=sys.stderr)
         return 130
     except Exception as error:
+        from nmt.distribute import is_worker_failure
+
         if args.distribute != "multi-worker" or not is_worker_failure(error):
             raise
         reason = " ".join(str(error).split())[:300]
@@ -202,6 +259,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run directory: {run_dir}\nbest validation BLEU {best.get('val_bleu', float('nan')):.2f}"
           f" (epoch {best.get('epoch', '-')})", file=sys.stderr)
     return 0
+
+
+def start_tensorflow(args: argparse.Namespace):
+    """Import TensorFlow and make the tf.distribute strategy (before TensorFlow runs any op,
+    as a multi-worker strategy needs), quietly unless --verbose (see nmt.quiet)."""
+    from nmt.quiet import load_tensorflow, native_stderr_captured
+
+    with contextlib.nullcontext() if args.verbose else native_stderr_captured():
+        from nmt.distribute import make_strategy  # imports TensorFlow
+
+        strategy = make_strategy(args.distribute, args.collective_timeout)
+    load_tensorflow(verbose=args.verbose)  # runs the first op, which initialises the devices
+    return strategy
 
 
 def default_run_dir(config) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 # None of these imports TensorFlow: arguments are checked before it loads (nmt.quiet).
 from nmt.alignment import sentence_alignment, to_pharaoh
+from nmt.cli import ArgumentParser
 from nmt.config import DEFAULT_LENGTH_PENALTY
 from nmt.quiet import load_tensorflow
 from nmt.sentences import join_sentences, translate_lines
@@ -33,7 +34,7 @@ from nmt.shipped import add_model_options, chosen_directories
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="translate.py",
         description="Translate text with a shipped model or a run directory, and see where "
                     "the model attended. Each line is cut into sentences, every sentence is "
@@ -89,7 +90,7 @@ def build_serve_parser() -> argparse.ArgumentParser:
     from nmt.service import ServiceLimits
 
     limits = ServiceLimits()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="translate.py serve",
         description="Serve one or more models over HTTP: POST /translate, GET /health, "
                     "GET /info, and a web page of attention heatmaps at /.",

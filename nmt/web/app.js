@@ -233,7 +233,7 @@
     const lines = sentencesOf(els.source.value);
     const longest = Math.max(0, ...lines.map((line) => line.length));
     let text = "";
-    if (lines.length > 1) text = `${lines.length} sentences`;
+    if (lines.length > 1) text = `${lines.length} lines`;
     else if (lines.length === 1) text = `${lines[0].length} characters`;
     if (longest > state.limits.max_sentence_chars) {
       text += ` · a line is over ${state.limits.max_sentence_chars} characters`;
@@ -312,24 +312,32 @@
 
   // -------------------------------------------------------------------- results
   function render(data, roundTrip) {
+    // One translated line per input line; one heatmap per sentence of every line.
     const items = data.translations;
-    const many = items.length > 1;
+    const lines = data.lines ?? items.map((item) => ({ translation: item.translation }));
+    const many = lines.length > 1;
     els.translation.classList.toggle("many", many);
-    els.translation.replaceChildren(...items.map((item, index) => {
+    els.translation.replaceChildren(...lines.map((entry, index) => {
       const line = element("div", "translation-line");
       if (many) line.append(element("span", "index", String(index + 1)));
-      const text = element("p", "translation-text", item.translation);
+      const text = element("p", "translation-text", entry.translation);
       if (state.targetLanguage) text.lang = state.targetLanguage;
       line.append(text);
       return line;
     }));
-    const sentences = many ? `${items.length} sentences · ` : "";
-    els.meta.textContent = `${sentences}beam ${data.beam} · ${Math.round(data.milliseconds)} ms ` +
+    const counts = [];
+    if (many) counts.push(`${lines.length} lines`);
+    if (items.length > 1) counts.push(`${items.length} sentences`);
+    const prefix = counts.length ? `${counts.join(", ")} · ` : "";
+    els.meta.textContent = `${prefix}beam ${data.beam} · ${Math.round(data.milliseconds)} ms ` +
       `on the server (${Math.round(roundTrip)} ms in all)`;
     els.output.hidden = false;
     els.heatmapCard.hidden = false;
     hideTooltip();
-    els.heatmap.replaceChildren(...items.map((item, index) => sentenceFigure(item, index, many)));
+    const perLine = {};
+    items.forEach((item) => { perLine[item.line ?? 0] = (perLine[item.line ?? 0] ?? 0) + 1; });
+    els.heatmap.replaceChildren(...items.map((item, index) =>
+      sentenceFigure(item, index, sentenceLabel(item, index, many, perLine))));
     if (items.length > OPEN_HEATMAPS) {
       els.heatmap.append(element("p", "more-note",
         `The heatmaps of the first ${OPEN_HEATMAPS} sentences are open; click a sentence ` +
@@ -337,12 +345,19 @@
     }
   }
 
-  function sentenceFigure(item, index, many) {
+  /** "2." for the second line, "2.1" for the first sentence of a line of several. */
+  function sentenceLabel(item, index, many, perLine) {
+    const line = item.line ?? index;
+    if ((perLine[line] ?? 1) > 1) return `${line + 1}.${(item.sentence ?? 0) + 1} `;
+    return many ? `${line + 1}. ` : "";
+  }
+
+  function sentenceFigure(item, index, label) {
     const details = element("details", "sentence");
     details.dataset.index = String(index);
     const summary = element("summary");
     const pair = element("span", "sentence-pair");
-    if (many) pair.append(element("span", "index", `${index + 1}. `));
+    if (label) pair.append(element("span", "index", label));
     pair.append(element("span", "", item.source), element("span", "arrow", "→"),
                 element("strong", "", item.translation));
     const stats = element("span", "sentence-stats",
