@@ -6,6 +6,8 @@ import datetime
 import json
 from pathlib import Path
 
+from nmt.files import atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,17 +21,17 @@ def machine() -> dict:
 
 def write_results(name: str, payload: dict, headers: list[str], rows: list[list],
                   results_dir: Path = RESULTS) -> tuple[Path, Path]:
-    """Write `<name>.json` (everything) and `<name>.md` (the table the README shows)."""
-    results_dir.mkdir(parents=True, exist_ok=True)
+    """Write `<name>.json` (everything) and `<name>.md` (the table the README shows), each
+    atomically: an interrupted bench leaves the previous results whole."""
     payload = {**payload, "machine": machine()}
     json_path = results_dir / f"{name}.json"
-    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     m = payload["machine"]
     lines += ["", f"{m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, {m['date']}"]
     md_path = results_dir / f"{name}.md"
-    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(md_path, "\n".join(lines) + "\n")
     return json_path, md_path
 
 

@@ -14,7 +14,6 @@ import http.client
 import logging
 import os
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from nmt.errors import DataError
+from nmt.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -332,20 +332,11 @@ def _download_to_cache(
     url: str, target: Path, expected: str | None, retries: int, progress: bool
 ) -> Path:
     """Download into a temp file next to `target`; rename it into place only if verified."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".part", dir=target.parent
-    )
-    os.close(handle)
-    temp_path = Path(temp_name)
-    try:
+    with atomic_path(target, suffix=".part") as temp_path:
         logger.info("downloading %s to %s", url, target)
         actual = _download_with_retries(url, temp_path, retries, progress)
         if expected is not None and actual != expected:
             raise _checksum_error(target, expected, actual)
-        os.replace(temp_path, target)
-    finally:
-        temp_path.unlink(missing_ok=True)
     return target
 
 

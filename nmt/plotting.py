@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import unicodedata
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from matplotlib.image import AxesImage
 
 from nmt.alignment import attention_matrix
 from nmt.errors import NmtError
+from nmt.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -265,13 +265,8 @@ def _save(figure: Figure, path: str | os.PathLike[str], fmt: str | None,
     path.parent.mkdir(parents=True, exist_ok=True)
     # Drop timestamps so the same figure gives the same bytes.
     metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
-    # A fresh name rather than mkstemp, so the plot gets the usual umask permissions.
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(path) as temporary:
         figure.savefig(temporary, format=fmt, dpi=dpi, metadata=metadata)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     logger.debug("Wrote attention plot %s", path)
     return path
 

@@ -6,8 +6,6 @@ is computed and re-running regenerates it byte for byte.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from nmt.errors import NmtError
-from nmt.files import atomic_write_text
+from nmt.files import atomic_path, atomic_write_text
 from nmt.study import (
     DEFAULT_DOCS_DIR,
     METRICS_FILE,
@@ -138,13 +136,8 @@ def _colours(rows: Sequence[RunRow]) -> dict[str, Any]:
 
 def _save_figure(figure, path: Path) -> Path:
     """Write a figure (no date in the file) to a temporary name, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=PNG_DPI)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -158,10 +151,9 @@ def plot_sentence(rows: Sequence[RunRow], number: int, path: Path) -> Path:
         panels.append((row.name, np.asarray(example["attention"], dtype=np.float64),
                        example["source_tokens"], example["target_tokens"]))
     source = rows[0].result["examples"][number]["source"]
-    with tempfile.TemporaryDirectory(dir=path.parent) as folder:
-        written = plot_attention_grid(panels, Path(folder) / path.name, title=source,
-                                      columns=4, dpi=PNG_DPI)
-        os.replace(written, path)  # plot_attention_grid never overwrites; this does
+    # plot_attention_grid never overwrites; the rename does.
+    with atomic_path(path, suffix=path.suffix) as temporary:
+        plot_attention_grid(panels, temporary, title=source, columns=4, dpi=PNG_DPI)
     return path
 
 

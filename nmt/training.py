@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import sys
@@ -52,7 +51,7 @@ from nmt.distribute import (
 )
 from nmt.errors import CheckpointError, ConfigError, DataError
 from nmt.evaluation import corpus_scores
-from nmt.files import atomic_write_text
+from nmt.files import atomic_path, atomic_write_text
 from nmt.model import Seq2Seq
 from nmt.pipeline import (
     Buckets,
@@ -427,9 +426,8 @@ def _save_weights_atomically(model: keras.Model, path: Path) -> None:
     # the weights into an uncompiled twin and save that.
     twin = _weights_twin(model)
     twin.set_weights(model.get_weights())
-    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
-    twin.save_weights(tmp, overwrite=True)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".weights.h5") as temporary:
+        twin.save_weights(temporary)
 
 
 _TWINS: dict[int, keras.Model] = {}
