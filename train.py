@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from nmt.distribute import is_chief, is_worker_failure, make_strategy
     from nmt.errors import NmtError
+    from nmt.rundir import is_run_dir
 
     try:
         # First: a multi-worker strategy must exist before TensorFlow runs any op.
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         run_dir = args.run_dir or default_run_dir(config)
         chief = is_chief(strategy)
-        if args.resume and chief and not Path(run_dir, "config.json").exists():
+        if args.resume and chief and not is_run_dir(run_dir):
             raise NmtError(f"--resume: no run to resume in {run_dir}")
         metrics = train(config, run_dir, progress=not args.quiet, strategy=strategy)
     except NmtError as error:

@@ -188,10 +188,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_translator(checkpoint: str, weights: str):
-    from nmt.translator import BEST_WEIGHTS_FILE, LAST_WEIGHTS_FILE, Translator
+    from nmt.rundir import weights_file
+    from nmt.translator import Translator
 
-    return Translator.load(Path(checkpoint),
-                           BEST_WEIGHTS_FILE if weights == "best" else LAST_WEIGHTS_FILE)
+    return Translator.load(Path(checkpoint), weights_file(weights))
 
 
 def write_translation(output, translation, index: int, args) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from nmt.config import DEFAULT_LENGTH_PENALTY
 from nmt.errors import NmtError
-from nmt.translator import METRICS_FILE, Translation, Translator
+from nmt.rundir import METRICS_FILE
+from nmt.translator import Translation, Translator
 
 logger = logging.getLogger(__name__)
 

@@ -1,15 +1,7 @@
 """Training a translator: data, tokenizers, model, schedule, callbacks, run directory.
 
-A run directory holds everything `translate.py` needs and everything a resumed run needs:
-
-    config.json          the `Config` (the model is rebuilt from it alone)
-    source.model         sentencepiece models of the two languages
-    target.model
-    best.weights.h5      weights with the best validation BLEU (no optimizer state)
-    last.weights.h5      weights after the last finished epoch
-    metrics.json         per-epoch figures and wall time
-    resume/              tf.train.CheckpointManager: model + optimizer + epoch, for --resume
-    logs/                TensorBoard
+`train` writes a run directory (its layout: `nmt.rundir`): everything `translate.py` needs
+and everything a resumed run needs.
 
 With a `tf.distribute` strategy (`nmt.distribute`, `train.py --distribute`) only the chief
 reads and writes the run directory; the other workers get the run's config, tokenizers and
@@ -20,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import random
@@ -49,9 +40,9 @@ from nmt.distribute import (
     strategy_scope,
     weights_fingerprint,
 )
-from nmt.errors import CheckpointError, ConfigError, DataError
+from nmt.errors import ConfigError, DataError
 from nmt.evaluation import corpus_scores
-from nmt.files import atomic_path, atomic_write_text
+from nmt.files import atomic_path
 from nmt.model import Seq2Seq
 from nmt.pipeline import (
     Buckets,
@@ -60,16 +51,19 @@ from nmt.pipeline import (
     make_sampled_dataset,
     tokenize_corpus,
 )
-from nmt.tokenizer import SubwordTokenizer, train_sentencepiece
-from nmt.translator import (
+from nmt.rundir import (
     BEST_WEIGHTS_FILE,
     CONFIG_FILE,
     LAST_WEIGHTS_FILE,
-    METRICS_FILE,
+    LOGS_DIR,
+    RESUME_DIR,
     SOURCE_TOKENIZER_FILE,
     TARGET_TOKENIZER_FILE,
-    Translator,
+    read_metrics,
+    write_metrics,
 )
+from nmt.tokenizer import SubwordTokenizer, train_sentencepiece
+from nmt.translator import Translator
 
 logger = logging.getLogger(__name__)
 
@@ -366,7 +360,7 @@ class RunKeeper(keras.callbacks.Callback):
         self.metrics["bleu_signature"] = scores["bleu_signature"]
         self.metrics["chrf_signature"] = scores["chrf_signature"]
         self.metrics["wall_time"] = record["wall_time"]
-        atomic_write_text(self.run_dir / METRICS_FILE, json.dumps(self.metrics, indent=2) + "\n")
+        write_metrics(self.run_dir, self.metrics)
         return improved, record
 
 
@@ -382,7 +376,7 @@ class WorkerCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_variable.assign(epoch + 1)
-        folder = self.scratch / "resume"
+        folder = self.scratch / RESUME_DIR
         tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=1).save(
             checkpoint_number=epoch + 1)
         shutil.rmtree(folder, ignore_errors=True)
@@ -536,9 +530,9 @@ def _train(config: Config, run_dir: Path, progress: bool,
     epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_variable,
                                      **({"average": average.checkpoint_items()} if average else {}))
-    manager = (tf.train.CheckpointManager(checkpoint, run_dir / "resume", max_to_keep=1)
+    manager = (tf.train.CheckpointManager(checkpoint, run_dir / RESUME_DIR, max_to_keep=1)
                if chief else None)
-    metrics = _load_metrics(run_dir) if chief and manager.latest_checkpoint else {}
+    metrics = read_metrics(run_dir) if chief and manager.latest_checkpoint else {}
     if chief and manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         logger.info("resuming %s after epoch %d", run_dir, int(epoch_variable.numpy()))
@@ -585,7 +579,7 @@ def _train(config: Config, run_dir: Path, progress: bool,
     callbacks.append(keras.callbacks.EarlyStopping(monitor="val_bleu", mode="max",
                                                    patience=config.train.patience))
     if chief:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"),
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / LOGS_DIR),
                                                      write_graph=False))
     if strategy is None:
         # One endless stream cut into epochs of `steps` batches: a fresh iterator per epoch
@@ -609,7 +603,7 @@ def _train(config: Config, run_dir: Path, progress: bool,
     metrics["stopped_by"] = ("time_budget" if budget.exhausted or _budget_spent(budget)
                              else "early_stopping" if len(metrics.get("epochs", [])) <
                              config.train.epochs else "epochs")
-    atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    write_metrics(run_dir, metrics)
     return metrics
 
 
@@ -683,13 +677,3 @@ def _differs_beyond_vocab(saved: Config, requested: Config) -> bool:
         b.pop(key)
     return a != b
 
-
-def _load_metrics(run_dir: Path) -> dict:
-    path = run_dir / METRICS_FILE
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error}); delete it to resume "
-                              "without the earlier epochs' figures") from error

@@ -19,16 +19,18 @@ from nmt.config import DEFAULT_LENGTH_PENALTY, Config
 from nmt.decoding import beam_search, greedy_search
 from nmt.errors import CheckpointError, NmtError
 from nmt.model import Seq2Seq
+from nmt.rundir import (
+    BEST_WEIGHTS_FILE,
+    CONFIG_FILE,
+    MODEL_FILES,
+    SOURCE_TOKENIZER_FILE,
+    TARGET_TOKENIZER_FILE,
+    missing_files,
+)
 from nmt.tokenizer import EOS_ID, PAD_ID, SubwordTokenizer
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-SOURCE_TOKENIZER_FILE = "source.model"
-TARGET_TOKENIZER_FILE = "target.model"
-BEST_WEIGHTS_FILE = "best.weights.h5"
-LAST_WEIGHTS_FILE = "last.weights.h5"
-METRICS_FILE = "metrics.json"
 MAX_SOURCE_TOKENS = 200  # longer inputs are truncated (with a warning), see `truncated`
 
 
@@ -73,13 +75,13 @@ class Translator:
 
     @classmethod
     def load(cls, run_dir: str | Path, weights: str = BEST_WEIGHTS_FILE) -> Translator:
-        """Rebuild the model from `run_dir` (config, tokenizers and weights)."""
+        """Rebuild the model from `run_dir` (config, tokenizers and weights; `nmt.rundir`)."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {run_dir}")
-        for name in (CONFIG_FILE, SOURCE_TOKENIZER_FILE, TARGET_TOKENIZER_FILE, weights):
-            if not (run_dir / name).is_file():
-                raise CheckpointError(f"checkpoint {run_dir} is incomplete: {name} is missing")
+        missing = missing_files(run_dir, (*MODEL_FILES, weights))
+        if missing:
+            raise CheckpointError(f"checkpoint {run_dir} is incomplete: {missing[0]} is missing")
         config = Config.load(run_dir / CONFIG_FILE)
         model = Seq2Seq(config.model)
         model.build()

@@ -42,9 +42,10 @@ from nmt.distribute import (
     weights_fingerprint,
 )
 from nmt.errors import ConfigError
+from nmt.rundir import LAST_WEIGHTS_FILE
 from nmt.tokenizer import PAD_ID
 from nmt.training import make_optimizer, train
-from nmt.translator import LAST_WEIGHTS_FILE, Translator
+from nmt.translator import Translator
 from tests.helpers import (  # noqa: F401
     REPO,
     checkpoint_values,
