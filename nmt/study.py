@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
@@ -62,6 +62,9 @@ from nmt.study_runs import (  # noqa: E402
     training_done,
     write_study,
 )
+
+if TYPE_CHECKING:
+    from nmt.translator import Translation
 
 logger = logging.getLogger(__name__)
 
@@ -167,11 +170,13 @@ def attention_statistics(matrices: Sequence[np.ndarray]) -> tuple[float, float, 
     return float(entropies.mean()), float(maxima.mean()), int(maxima.size)
 
 
-def _example(index: int, reference: str, translation) -> dict:
-    return {"index": index, "source": translation.source, "reference": reference,
-            "translation": translation.text, "source_tokens": translation.source_tokens,
-            "target_tokens": translation.target_tokens,
-            "attention": np.round(translation.attention, 4).tolist()}
+def _example(index: int, reference: str, translation: Translation) -> dict:
+    """A heatmap sentence of result.json: `Translation.to_json`'s fields the report uses
+    (attention to 4 decimals), with its index in the split and its reference."""
+    shown = translation.to_json(attention_digits=4)
+    return {"index": index, "source": shown["source"], "reference": reference,
+            **{key: shown[key] for key in ("translation", "source_tokens", "target_tokens",
+                                           "attention")}}
 
 
 def run_study(settings: StudySettings, study_dir: str | Path, data_dir: str | None = None,

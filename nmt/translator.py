@@ -48,12 +48,15 @@ class Translation:
     truncated: bool = False
     n_best: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
 
-    def to_json(self) -> dict:
+    def to_json(self, attention_digits: int = 5) -> dict:
+        """The translation as JSON values; attention weights rounded to `attention_digits`
+        decimals, as a list of [len(target_tokens)] rows of [len(source_tokens)] floats."""
         return {
             "source": self.source, "translation": self.text, "score": self.score,
             "log_prob": self.log_prob, "source_tokens": self.source_tokens,
             "target_tokens": self.target_tokens,
-            "attention": np.round(self.attention, 5).tolist(), "truncated": self.truncated,
+            "attention": np.round(self.attention, attention_digits).tolist(),
+            "truncated": self.truncated,
             "n_best": [{"translation": text, "score": score} for text, score in self.n_best],
         }
 
