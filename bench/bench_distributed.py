@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, RESULTS, write_results  # noqa: E402
+from nmt.rundir import METRICS_FILE  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "configs" / "multi30k-de-en.json"
 NOTE = """\
@@ -80,7 +81,7 @@ def run_cluster(config_path: Path, folder: Path, workers: int, timeout: float) -
         tail = (folder / "worker0.log").read_text()[-3000:]
         raise RuntimeError(f"{workers}-worker run failed (exit codes "
                            f"{[p.returncode for p, _ in processes]}):\n{tail}")
-    metrics = json.loads((folder / "run0" / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((folder / "run0" / METRICS_FILE).read_text(encoding="utf-8"))
     return {"metrics": metrics, "wall_seconds": wall}
 
 

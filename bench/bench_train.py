@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nmt.config import Config
     from nmt.pipeline import Buckets
-    from nmt.training import prepare_data
+    from nmt.training_data import prepare_data, with_vocab_sizes
 
     config = Config.load(args.config)
     if args.data_dir:
@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         args.steps = min(args.steps, 5)
     with tempfile.TemporaryDirectory() as run_dir:
         data = prepare_data(config, Path(run_dir))
+    config = with_vocab_sizes(config, data)
     buckets = Buckets.from_budget(config.train.bucket_boundaries, config.data.max_length,
                                   config.train.batch_tokens)
     source_lengths = data.train.source.row_lengths().numpy()

@@ -18,8 +18,9 @@ from nmt.errors import ConfigError
 from nmt.files import atomic_write_text
 
 # GNMT length-penalty alpha of beam search when none is given (`--length-penalty`). Chosen on
-# Multi30k val with the released model (beam 5): 1.0 gave the best BLEU (39.47; 39.19 at 0.6,
-# 39.03 at 1.4) and a higher chrF than 0.6.
+# Multi30k val (beam 5) with the dot-attention model released in commit 2eddcd0, since
+# replaced: 1.0 gave the best BLEU (39.47; 39.19 at 0.6, 39.03 at 1.4) and a higher chrF than
+# 0.6. The figures are that model's, not the current release's (see README and metrics.json).
 DEFAULT_LENGTH_PENALTY = 1.0
 
 ATTENTION_MODES = ("soft", "hard")

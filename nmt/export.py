@@ -42,6 +42,7 @@ import tensorflow_text
 from nmt.config import DEFAULT_LENGTH_PENALTY
 from nmt.decoding import beam_search, greedy_search
 from nmt.errors import NmtError
+from nmt.rundir import METRICS_FILE
 from nmt.shipped import add_model_options, chosen_directories
 from nmt.tokenizer import EOS_ID, PAD_ID
 from nmt.translator import MAX_SOURCE_TOKENS, Translator
@@ -170,7 +171,7 @@ def export_info(translator: Translator, checkpoint: Path, weights: str, beam: in
 
 def _best_validation(checkpoint: Path) -> dict | None:
     try:
-        best = json.loads((checkpoint / "metrics.json").read_text(encoding="utf-8"))["best"]
+        best = json.loads((checkpoint / METRICS_FILE).read_text(encoding="utf-8"))["best"]
         return {key: best[key] for key in ("epoch", "val_bleu", "val_chrf") if key in best}
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -21,10 +21,18 @@ import h5py
 import numpy as np
 
 from nmt.errors import CheckpointError, NmtError
+from nmt.rundir import (
+    BEST_WEIGHTS_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILES,
+    missing_files,
+    weights_file,
+)
 
-KEEP = ("config.json", "source.model", "target.model", "metrics.json")
+KEEP = (*MODEL_FILES, METRICS_FILE)
 
-WEIGHTS = "best.weights.h5"
+WEIGHTS = BEST_WEIGHTS_FILE  # a shipped model has one set of weights, under this name
 CARD = "README.md"
 
 
@@ -63,7 +71,7 @@ def release(run_dir: str | Path, out: str | Path, half: bool = True,
     """Write the shipped directory `out` from `run_dir` (replacing an older release of it,
     but keeping its model card). Built in a temporary directory, then renamed into place."""
     run_dir, out = Path(run_dir), Path(out)
-    missing = [name for name in (*KEEP, weights) if not (run_dir / name).is_file()]
+    missing = missing_files(run_dir, (*KEEP, weights))
     if missing:
         raise CheckpointError(f"{run_dir} is not a finished run: {', '.join(missing)} missing")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +79,7 @@ def release(run_dir: str | Path, out: str | Path, half: bool = True,
     try:
         for name in KEEP:
             shutil.copy2(run_dir / name, temporary / name)
-        _forget_machine_paths(temporary / "config.json")
+        _forget_machine_paths(temporary / CONFIG_FILE)
         if (out / CARD).is_file():
             shutil.copy2(out / CARD, temporary / CARD)
         copy_weights(run_dir / weights, temporary / WEIGHTS, np.float16 if half else None)
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = release(args.run_dir, args.out, half=not args.float32,
-                       weights=f"{args.weights}.weights.h5")
+                       weights=weights_file(args.weights))
     except NmtError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -20,8 +20,9 @@ from typing import NamedTuple
 
 from nmt.config import DEFAULT_LENGTH_PENALTY
 from nmt.errors import NmtError
+from nmt.rundir import METRICS_FILE
 from nmt.sentences import join_sentences, split_sentences
-from nmt.translator import METRICS_FILE, Translation, Translator
+from nmt.translator import Translation, Translator
 
 REQUEST_FIELDS = ("text", "texts", "beam", "model", "split", "n_best")
 

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from nmt.errors import CheckpointError, NmtError
+from nmt.rundir import is_run_dir
 
 # A wheel carries the shipped models as the package `nmt.models` (pyproject.toml maps the
 # checkout's checkpoints/ there); a source checkout or editable install reads checkpoints/.
@@ -18,14 +19,13 @@ _PACKAGED_DIR = Path(__file__).resolve().parent / "models"
 SHIPPED_DIR = (_PACKAGED_DIR if _PACKAGED_DIR.is_dir()
                else Path(__file__).resolve().parent.parent / "checkpoints")
 DEFAULT_MODEL = "de-en"
-CONFIG_FILE = "config.json"
 
 
 def shipped_models(folder: Path = SHIPPED_DIR) -> list[str]:
     """Names of the run directories (those with a config.json) under `folder`, sorted."""
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if (p / CONFIG_FILE).is_file())
+    return sorted(p.name for p in folder.iterdir() if is_run_dir(p))
 
 
 def model_dir(name: str, folder: Path = SHIPPED_DIR) -> Path:

@@ -1,5 +1,5 @@
 """The attention study's report: docs/attention-study.md and its figures, written from the
-runs' metrics.json and result.json files alone (see `nmt.study`), so that every number in it
+runs' metrics.json and result.json files alone (see `nmt.study_runs`), so that every number in it
 is computed and re-running regenerates it byte for byte.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 
 from nmt.errors import NmtError
 from nmt.files import atomic_path, atomic_write_text
-from nmt.study import (
+from nmt.rundir import METRICS_FILE
+from nmt.study_runs import (
     DEFAULT_DOCS_DIR,
-    METRICS_FILE,
     RESULT_FILE,
     STUDY_FILE,
     StudySettings,

@@ -19,17 +19,19 @@ from nmt.config import DEFAULT_LENGTH_PENALTY, Config
 from nmt.decoding import beam_search, greedy_search
 from nmt.errors import CheckpointError, NmtError
 from nmt.model import Seq2Seq
+from nmt.rundir import (
+    BEST_WEIGHTS_FILE,
+    CONFIG_FILE,
+    MODEL_FILES,
+    SOURCE_TOKENIZER_FILE,
+    TARGET_TOKENIZER_FILE,
+    missing_files,
+)
 from nmt.shipped import find_model
 from nmt.tokenizer import EOS_ID, PAD_ID, SubwordTokenizer
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-SOURCE_TOKENIZER_FILE = "source.model"
-TARGET_TOKENIZER_FILE = "target.model"
-BEST_WEIGHTS_FILE = "best.weights.h5"
-LAST_WEIGHTS_FILE = "last.weights.h5"
-METRICS_FILE = "metrics.json"
 MAX_SOURCE_TOKENS = 200  # longer inputs are truncated (with a warning), see `truncated`
 
 
@@ -47,12 +49,15 @@ class Translation:
     truncated: bool = False
     n_best: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
 
-    def to_json(self) -> dict:
+    def to_json(self, attention_digits: int = 5) -> dict:
+        """The translation as JSON values; attention weights rounded to `attention_digits`
+        decimals, as a list of [len(target_tokens)] rows of [len(source_tokens)] floats."""
         return {
             "source": self.source, "translation": self.text, "score": self.score,
             "log_prob": self.log_prob, "source_tokens": self.source_tokens,
             "target_tokens": self.target_tokens,
-            "attention": np.round(self.attention, 5).tolist(), "truncated": self.truncated,
+            "attention": np.round(self.attention, attention_digits).tolist(),
+            "truncated": self.truncated,
             "n_best": [{"translation": text, "score": score} for text, score in self.n_best],
         }
 
@@ -74,14 +79,14 @@ class Translator:
 
     @classmethod
     def load(cls, run_dir: str | Path, weights: str = BEST_WEIGHTS_FILE) -> Translator:
-        """Rebuild the model from `run_dir` (config, tokenizers and weights): a run
-        directory, or the name of a shipped model such as "de-en" (see `nmt.shipped`)."""
+        """Rebuild the model from `run_dir` (config, tokenizers and weights; `nmt.rundir`):
+        a run directory, or the name of a shipped model such as "de-en" (`nmt.shipped`)."""
         run_dir = find_model(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {run_dir}")
-        for name in (CONFIG_FILE, SOURCE_TOKENIZER_FILE, TARGET_TOKENIZER_FILE, weights):
-            if not (run_dir / name).is_file():
-                raise CheckpointError(f"checkpoint {run_dir} is incomplete: {name} is missing")
+        missing = missing_files(run_dir, (*MODEL_FILES, weights))
+        if missing:
+            raise CheckpointError(f"checkpoint {run_dir} is incomplete: {missing[0]} is missing")
         config = Config.load(run_dir / CONFIG_FILE)
         model = Seq2Seq(config.model)
         model.build()

@@ -42,9 +42,10 @@ from nmt.distribute import (
     weights_fingerprint,
 )
 from nmt.errors import ConfigError
+from nmt.rundir import LAST_WEIGHTS_FILE
 from nmt.tokenizer import PAD_ID
 from nmt.training import make_optimizer, train
-from nmt.translator import LAST_WEIGHTS_FILE, Translator
+from nmt.translator import Translator
 from tests.helpers import (  # noqa: F401
     REPO,
     checkpoint_values,
@@ -193,12 +194,13 @@ def replica_equivalence(out_path: str) -> None:
     import tempfile
 
     from nmt.pipeline import Buckets, make_dataset
-    from nmt.training import prepare_data
+    from nmt.training_data import prepare_data, with_vocab_sizes
 
     config = small_config(clip_norm=0.05)
     config.model.dropout = 0.0
     with tempfile.TemporaryDirectory() as folder:
         data = prepare_data(config, Path(folder))
+    config = with_vocab_sizes(config, data)
     buckets = Buckets.from_budget(config.train.bucket_boundaries, config.data.max_length,
                                   config.train.batch_tokens)
     batches = list(make_dataset(data.train, buckets, shuffle=True, seed=3).take(3))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from nmt import study, study_report
+from nmt import study, study_report, study_runs
 from tests.helpers import multi30k_dir, tiny_config  # noqa: F401
 
 SCORES = ["dot", "general"]
@@ -323,6 +323,6 @@ def test_heatmap_sentences_are_fixed_and_of_moderate_length(multi30k_dir):  # no
 
     sources, _ = load_split("multi30k", "test_2016_flickr", "de", "en",
                             data_dir=multi30k_dir, progress=False)
-    for index in study.HEATMAP_SENTENCES:
+    for index in study_runs.HEATMAP_SENTENCES:
         assert 8 <= len(sources[index].split()) <= 20
-    assert re.search(r"^Ein Mann in einer Weste", sources[study.HEATMAP_SENTENCES[0]])
+    assert re.search(r"^Ein Mann in einer Weste", sources[study_runs.HEATMAP_SENTENCES[0]])

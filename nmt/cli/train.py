@@ -227,12 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             load_config_file(args.config)  # a missing or broken file fails before TensorFlow
         strategy = start_tensorflow(args)
         from nmt.distribute import is_chief
+        from nmt.rundir import is_run_dir
         from nmt.training import train
 
         config = config_from_args(args)
         run_dir = args.run_dir or default_run_dir(config)
         chief = is_chief(strategy)
-        if args.resume and chief and not Path(run_dir, "config.json").exists():
+        if args.resume and chief and not is_run_dir(run_dir):
             raise NmtError(f"--resume: no run to resume in {run_dir}")
         metrics = train(config, run_dir, progress=not args.quiet, strategy=strategy)
     except NmtError as error:

@@ -29,6 +29,7 @@ from nmt.alignment import sentence_alignment, to_pharaoh
 from nmt.cli import ArgumentParser
 from nmt.config import DEFAULT_LENGTH_PENALTY
 from nmt.quiet import load_tensorflow
+from nmt.rundir import CONFIG_FILE
 from nmt.sentences import join_sentences, translate_lines
 from nmt.shipped import add_model_options, chosen_directories
 
@@ -234,8 +235,8 @@ def check_run_directory(directory: Path) -> None:
 
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {directory}")
-    if not (directory / "config.json").is_file():
-        raise CheckpointError(f"{directory} is not a run directory: config.json is missing")
+    if not (directory / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{directory} is not a run directory: {CONFIG_FILE} is missing")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -301,10 +302,10 @@ class _NoProgress:
 
 
 def load_translator(checkpoint: str, weights: str):
-    from nmt.translator import BEST_WEIGHTS_FILE, LAST_WEIGHTS_FILE, Translator
+    from nmt.rundir import weights_file
+    from nmt.translator import Translator
 
-    return Translator.load(Path(checkpoint),
-                           BEST_WEIGHTS_FILE if weights == "best" else LAST_WEIGHTS_FILE)
+    return Translator.load(Path(checkpoint), weights_file(weights))
 
 
 def write_line(output, sentences: list, line: int, args) -> None:
