@@ -196,6 +196,7 @@ def load_translator(checkpoint: str, weights: str):
 
 def write_translation(output, translation, index: int, args) -> None:
     from nmt.alignment import align, to_pharaoh
+    from nmt.tokenizer import EOS_PIECE
 
     if args.json:
         output.write(json.dumps(translation.to_json(), ensure_ascii=False) + "\n")
@@ -203,8 +204,8 @@ def write_translation(output, translation, index: int, args) -> None:
         for text, score in translation.n_best or [("", 0.0)]:  # an empty line: one empty entry
             output.write(f"{index} ||| {text} ||| {score:.4f}\n")
     elif args.alignments:
-        source = [i for i, piece in enumerate(translation.source_tokens) if piece != "</s>"]
-        target = [i for i, piece in enumerate(translation.target_tokens) if piece != "</s>"]
+        source = [i for i, piece in enumerate(translation.source_tokens) if piece != EOS_PIECE]
+        target = [i for i, piece in enumerate(translation.target_tokens) if piece != EOS_PIECE]
         weights = translation.attention[target][:, source]
         pairs = align(weights, [translation.source_tokens[i] for i in source],
                       [translation.target_tokens[i] for i in target])
