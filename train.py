@@ -38,8 +38,7 @@ OPTIONS = [
      "subword tokens per side; longer training pairs are dropped (and counted)"),
     ("data", "train_limit", "--train-limit", int, "use only the first N training pairs"),
     ("data", "valid_limit", "--valid-limit", int, "use only the first N validation pairs"),
-    ("model", "score", "--score", str,
-     "attention score: dot, scaled_dot, general, cosine, additive"),
+    ("model", "score", "--score", str, "attention score: {scores}"),  # names from SCORES
     ("model", "attention_mode", "--attention-mode", str, "soft or hard attention"),
     ("model", "hard_temperature", "--hard-temperature", float,
      "Gumbel-softmax temperature of hard attention in training"),
@@ -86,6 +85,8 @@ OPTIONS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nmt.attention import score_names  # imports keras, but runs no TensorFlow op
+
     parser = argparse.ArgumentParser(
         description="Train an attention-based GRU translator on a parallel corpus.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="multi-worker: seconds a worker waits for the others in one "
                         "collective op before giving up (must exceed the chief's validation)")
     for section, name, flag, kind, text in OPTIONS:
-        dest = f"{section}.{name}"
+        dest, text = f"{section}.{name}", text.replace("{scores}", score_names())
         if flag == "--data-dir":
             parser.add_argument(flag, dest=dest, action="append", default=None, help=text)
         elif kind == "bool":

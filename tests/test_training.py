@@ -89,6 +89,8 @@ def test_help_documents_every_option():
     assert len(flags) == len(set(flags)) > 30
     for flag in [*flags, "--config", "--run-dir", "--resume"]:
         assert flag in result.stdout, f"{flag} missing from --help"
+    score_help = " ".join(result.stdout.rsplit("--score MODEL.SCORE", 1)[1].split()[:12])
+    assert score_help.startswith(f"attention score: {', '.join(SCORES)}")
 
 
 def test_script_reports_bad_input_in_one_line(tmp_path):
