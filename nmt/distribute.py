@@ -268,13 +268,14 @@ def step_logs(means: dict[str, tf.Tensor], shares: dict[str, tf.Tensor]) -> dict
 
 
 class PrebuiltModel(keras.Model):
-    """A model that builds itself (and its optimizer) before `fit` under a strategy."""
+    """A `keras.Model` that `fit` and `evaluate` do not build again from a batch once it and
+    its optimizer are built (as `Seq2Seq.build` and training do before `fit`)."""
 
     # A private Keras hook, overridden because no public setting reaches it: under a
     # tf.distribute strategy, fit() and evaluate() always pull one batch to build the model
-    # symbolically, passing the nested per-replica batch to strategy.reduce, which
-    # MultiWorkerMirroredStrategy rejects (tests/test_distribute.py, two_workers). Models
-    # built by `build()` with a built optimizer skip it.
+    # symbolically and pass the nested per-replica batch to strategy.reduce, which fails under
+    # MultiWorkerMirroredStrategy ("... PerReplica ... to a Tensor"). Without this override
+    # tests/test_distribute.py::test_two_workers_finish_with_identical_weights fails.
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         optimizer = getattr(self, "optimizer", None)
         if self.built and (optimizer is None or optimizer.built):
