@@ -39,7 +39,7 @@ def register_score(name: str):
 def check_score(name: str) -> type[Score]:
     """The score class registered as `name`; ValueError naming the registered ones otherwise.
 
-    The one place a score name is validated: the layer, the config and the CLIs ask here."""
+    The one place a score name is validated: the layer and the config ask here."""
     if name not in SCORES:
         raise ValueError(f"Unknown attention score {name!r}. Expected one of {sorted(SCORES)}.")
     return SCORES[name]
@@ -292,8 +292,6 @@ class Attention(keras.layers.Layer):
 def attention_entropy(weights: tf.Tensor) -> tf.Tensor:
     """Entropy in nats of each weight row [..., ts] -> [...]; 0 for one-hot rows."""
     return -tf.reduce_sum(tf.math.xlogy(weights, weights), axis=-1)
-
-
 
 
 def _name_the_scores(text: str | None) -> str | None:
