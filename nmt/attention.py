@@ -7,7 +7,10 @@ The layer runs the three classic stages, one after the other:
 3. return the weighted sum of the values        (weights @ values)
 
 Adding a score means writing one small class with `build`, optionally `prepare_keys`,
-and `__call__`, and decorating it with `@register_score("name")`; nothing else.
+and `__call__`, and decorating it with `@register_score("name")`; nothing else: the names
+listed below, in `Attention`'s docstring and in `train.py --score --help` come from `SCORES`.
+
+Scores: {scores}.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import tensorflow as tf
 
 SCORES: dict[str, type[Score]] = {}
 MODES = ("soft", "hard")
+# Masked scores are pushed down by a large finite negative (never -inf, which turns into NaN
+# gradients). Scores are normalised in float32, so one value serves every dtype policy.
+NEG_INF = -1e9
 
 
 def register_score(name: str):
@@ -28,6 +34,27 @@ def register_score(name: str):
         return cls
 
     return decorator
+
+
+def check_score(name: str) -> type[Score]:
+    """The score class registered as `name`; ValueError naming the registered ones otherwise.
+
+    The one place a score name is validated: the layer and the config ask here."""
+    if name not in SCORES:
+        raise ValueError(f"Unknown attention score {name!r}. Expected one of {sorted(SCORES)}.")
+    return SCORES[name]
+
+
+def check_mode(mode: str) -> str:
+    """`mode` if it is one of `MODES`; ValueError otherwise."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown attention mode {mode!r}. Expected one of {list(MODES)}.")
+    return mode
+
+
+def score_names() -> str:
+    """The registered score names in registration order: "dot, scaled_dot, ..."."""
+    return ", ".join(SCORES)
 
 
 class Score:
@@ -151,7 +178,7 @@ class Attention(keras.layers.Layer):
     """Key-value attention whose scoring function is chosen by name.
 
     Args:
-        score: a name in `SCORES` ("dot", "scaled_dot", "general", "cosine", "additive", ...).
+        score: a name in `SCORES`: {scores}.
         mode: "soft" returns the softmax-weighted average of all values; "hard" attends to
             exactly one position: the argmax of the scores at inference, a Gumbel-softmax
             sample in training with straight-through gradients (Jang et al. 2017).
@@ -175,11 +202,8 @@ class Attention(keras.layers.Layer):
     def __init__(self, score: str = "additive", mode: str = "soft", units: int | None = None,
                  temperature: float = 1.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        if score not in SCORES:
-            raise ValueError(f"Unknown attention score {score!r}. Expected one of "
-                             f"{sorted(SCORES)}.")
-        if mode not in MODES:
-            raise ValueError(f"Unknown attention mode {mode!r}. Expected one of {list(MODES)}.")
+        score_class = check_score(score)
+        check_mode(mode)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, received {temperature}")
         self.score = score
@@ -187,7 +211,7 @@ class Attention(keras.layers.Layer):
         self.units = units
         self.temperature = temperature
         self.seed = seed
-        self.scorer = SCORES[score](units=units)
+        self.scorer = score_class(units=units)
         self.seed_generator = keras.random.SeedGenerator(seed) if mode == "hard" else None
         self.supports_masking = True  # `mask` is the source mask; see compute_mask
 
@@ -197,6 +221,20 @@ class Attention(keras.layers.Layer):
     def build(self, query_shape, keys_shape, values_shape=None):
         self.scorer.build(self, int(query_shape[-1]), int(keys_shape[-1]))
         self.built = True
+
+    def compute_output_shape(self, query_shape, keys_shape, values_shape=None):
+        """Shapes of (context [batch, tq, dv], weights [batch, tq, ts]); dv = dk without values."""
+        values_shape = keys_shape if values_shape is None else values_shape
+        batch, tq = query_shape[0], query_shape[1]
+        return (batch, tq, values_shape[-1]), (batch, tq, keys_shape[1])
+
+    def compute_output_spec(self, query, keys, values=None, mask=None, training=False):
+        # Keras would give every output the compute dtype; the weights are always float32.
+        context_shape, weights_shape = self.compute_output_shape(
+            query.shape, keys.shape, None if values is None else values.shape)
+        values = keys if values is None else values
+        return (keras.KerasTensor(context_shape, dtype=values.dtype),
+                keras.KerasTensor(weights_shape, dtype="float32"))
 
     def call(self, query, keys, values=None, mask=None, training=False):
         values = keys if values is None else values
@@ -223,7 +261,7 @@ class Attention(keras.layers.Layer):
         scores = tf.cast(scores, tf.float32)
         if mask is not None:
             mask = tf.cast(mask, tf.bool)[:, None, :]  # [batch, 1, ts]
-            scores = tf.where(mask, scores, _large_negative(scores.dtype))
+            scores = tf.where(mask, scores, NEG_INF)
         if self.mode == "soft":
             weights = tf.nn.softmax(scores, axis=-1)
         elif training:
@@ -251,13 +289,15 @@ class Attention(keras.layers.Layer):
         return config
 
 
-def _large_negative(dtype: tf.DType) -> float:
-    """A large finite negative for masking (never -inf, which turns into NaN gradients)."""
-    return -65504.0 if dtype == tf.float16 else -1e9
-
-
 def attention_entropy(weights: tf.Tensor) -> tf.Tensor:
     """Entropy in nats of each weight row [..., ts] -> [...]; 0 for one-hot rows."""
     return -tf.reduce_sum(tf.math.xlogy(weights, weights), axis=-1)
 
 
+def _name_the_scores(text: str | None) -> str | None:
+    """`text` with "{scores}" replaced by the registered names (None stays None: python -OO)."""
+    return text and text.replace("{scores}", score_names())
+
+
+__doc__ = _name_the_scores(__doc__)
+Attention.__doc__ = _name_the_scores(Attention.__doc__)

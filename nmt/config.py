@@ -23,7 +23,6 @@ from nmt.files import atomic_write_text
 # 0.6. The figures are that model's, not the current release's (see README and metrics.json).
 DEFAULT_LENGTH_PENALTY = 1.0
 
-ATTENTION_MODES = ("soft", "hard")
 LR_SCHEDULES = ("constant", "inverse_sqrt", "cosine")
 
 
@@ -51,7 +50,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for values the model cannot be built from."""
-        from nmt.attention import SCORES  # local import: attention imports keras
+        from nmt import attention  # local import: attention imports keras
 
         for name in ("src_vocab_size", "tgt_vocab_size", "embedding_dim", "encoder_units",
                      "encoder_layers", "decoder_units", "decoder_layers", "attention_units"):
@@ -60,11 +59,14 @@ class ModelConfig:
         _require(0.0 <= self.word_dropout < 1.0, "model.word_dropout", "a value in [0, 1)",
                  self.word_dropout)
         _require(self.hard_temperature > 0, "model.hard_temperature", "> 0", self.hard_temperature)
-        _require(self.score in SCORES, "model.score", f"one of {sorted(SCORES)}", self.score)
-        _require(self.attention_mode in ATTENTION_MODES, "model.attention_mode",
-                 f"one of {list(ATTENTION_MODES)}", self.attention_mode)
+        for name, check in (("score", attention.check_score),
+                            ("attention_mode", attention.check_mode)):
+            try:  # the attention layer's own check, with the field's name in front
+                check(getattr(self, name))
+            except ValueError as error:
+                raise ConfigError(f"model.{name}: {error}") from None
         key_dim = 2 * self.encoder_units
-        if SCORES[self.score].needs_equal_dims and key_dim != self.decoder_units:
+        if attention.SCORES[self.score].needs_equal_dims and key_dim != self.decoder_units:
             raise ConfigError(
                 f"model.score={self.score!r} compares decoder and encoder states directly, so "
                 f"decoder_units must equal 2 * encoder_units; received decoder_units="

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from nmt.attention import NEG_INF
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
-
-NEG_INF = -1e9
 
 
 def length_penalty(lengths: tf.Tensor, alpha: float | tf.Tensor) -> tf.Tensor:

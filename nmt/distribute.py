@@ -17,10 +17,11 @@ Everything that makes several replicas train exactly like one is here:
   data in the same order as a run on one. Rows are padded up to a multiple of the replica count
   with all-padding sentences, which carry no target tokens and so add nothing to the loss.
 * The loss of a replica is its summed token loss divided by the token count of the whole
-  global batch (`Seq2Seq.train_step` all-reduces the count), so the replicas' gradients add up
-  to the gradient of the global batch's token mean. The train step sums the gradients over the
-  replicas itself, before the optimizer clips them: Keras's TensorFlow optimizers clip each
-  replica's share and all-reduce afterwards, which clips the wrong thing (`ReplicaSummedAdam`).
+  global batch (`Seq2Seq.train_step` all-reduces the count with `global_sums`), so the
+  replicas' gradients add up to the gradient of the global batch's token mean. The train step
+  sums the gradients over the replicas itself (`sum_gradients`), before the optimizer clips
+  them: Keras's TensorFlow optimizers clip each replica's share and all-reduce afterwards,
+  which clips the wrong thing (`ReplicaSummedAdam`).
 * The chief (task 0) is the only process that reads or writes the run directory. At start-up
   it broadcasts the run's config, its tokenizer models and, when resuming, the restored model,
   optimizer and epoch to the other workers over the same collective channel as the gradients
@@ -186,7 +187,7 @@ def _replica_rows(batch: tf.Tensor, count: int) -> tf.Tensor:
 
 # ------------------------------------------------------------------------ optimizer
 class ReplicaSummedAdam(keras.optimizers.Adam):
-    """Adam for gradients that `Seq2Seq.train_step` has already summed over all replicas.
+    """Adam for gradients that the train step has already summed over all replicas.
 
     Keras 3's TensorFlow optimizers clip gradients (`global_clipnorm`) before they
     all-reduce them, so under a strategy each replica's share would be clipped, not the
@@ -211,6 +212,75 @@ def sums_gradients_itself(optimizer) -> bool:
     """Whether `optimizer` (or the one a LossScaleOptimizer wraps) leaves gradients as given."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     return bool(getattr(inner, "gradients_summed_by_caller", False))
+
+
+# ------------------------------------------------------------------------ train step
+def replicas_in_sync() -> int:
+    """Replicas training together, read inside a train or test step; 1 without a strategy."""
+    replica = tf.distribute.get_replica_context()
+    return replica.num_replicas_in_sync if replica is not None else 1
+
+
+def check_optimizer(optimizer: keras.optimizers.Optimizer) -> None:
+    """On several replicas: ValueError unless `optimizer` leaves the summing of gradients to
+    the train step (`sum_gradients`), which must come before clipping."""
+    if replicas_in_sync() > 1 and not sums_gradients_itself(optimizer):
+        raise ValueError("training on several replicas needs an optimizer that does not "
+                         "all-reduce gradients again: nmt.distribute.ReplicaSummedAdam")
+
+
+def global_sums(sums: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The sums over all replicas' shares of the global batch (one all-reduce of scalars),
+    without gradient: each replica differentiates only its own share."""
+    if replicas_in_sync() == 1:
+        return sums
+    names = sorted(sums)
+    totals = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.stop_gradient(tf.stack([sums[n] for n in names])))
+    return dict(zip(names, tf.unstack(totals), strict=True))
+
+
+def sum_gradients(gradients: list[tf.Tensor]) -> list[tf.Tensor]:
+    """This replica's gradients [shapes of the variables] summed over all replicas."""
+    if replicas_in_sync() == 1:
+        return gradients
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+
+
+def replica_share(total: tf.Tensor) -> tf.Tensor:
+    """A replica's 1/replicas share of a global figure: what it adds to a metric, so that
+    Keras's cross-replica reads (sums over replicas) give the global figure."""
+    replicas = replicas_in_sync()
+    return total / replicas if replicas > 1 else total
+
+
+def step_logs(means: dict[str, tf.Tensor], shares: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """A step's logs: `means` of the global batch as they are (equal on every replica) and
+    the `replica_share`s of global sums scaled back to the sums. Scalars, or [1] with
+    several workers: Keras averages a step's logs across workers with
+    strategy.reduce(MEAN, axis=0), which needs an axis (and returns scalars)."""
+    replicas = replicas_in_sync()
+    logs = {**means, **{name: value * replicas if replicas > 1 else value
+                        for name, value in shares.items()}}
+    if worker_count(tf.distribute.get_strategy()) > 1:
+        logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+
+class PrebuiltModel(keras.Model):
+    """A `keras.Model` that `fit` and `evaluate` do not build again from a batch once it and
+    its optimizer are built (as `Seq2Seq.build` and training do before `fit`)."""
+
+    # A private Keras hook, overridden because no public setting reaches it: under a
+    # tf.distribute strategy, fit() and evaluate() always pull one batch to build the model
+    # symbolically and pass the nested per-replica batch to strategy.reduce, which fails under
+    # MultiWorkerMirroredStrategy ("... PerReplica ... to a Tensor"). Without this override
+    # tests/test_distribute.py::test_two_workers_finish_with_identical_weights fails.
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        optimizer = getattr(self, "optimizer", None)
+        if self.built and (optimizer is None or optimizer.built):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 
 # -------------------------------------------------------------------- mixed precision

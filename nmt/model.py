@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from nmt import distribute
 from nmt.attention import Attention
 from nmt.config import ModelConfig
 from nmt.losses import token_losses
@@ -69,7 +70,7 @@ def word_dropout_layer(rate: float, sequence: bool) -> keras.layers.Layer:
 
 
 @keras.saving.register_keras_serializable(package="nmt")
-class Seq2Seq(keras.Model):
+class Seq2Seq(distribute.PrebuiltModel):
     """Encoder-decoder built from a `ModelConfig`.
 
     `call((source, target_in))` returns logits [batch, tt, vocab] and attention weights
@@ -215,63 +216,40 @@ class Seq2Seq(keras.Model):
         before the optimizer clips them (or, with loss scaling, tests them for inf/NaN).
         """
         (source, target_in), target_out = data
-        replicas = _replicas_in_sync()
-        if replicas > 1 and not getattr(getattr(self.optimizer, "inner_optimizer",
-                                                self.optimizer),
-                                        "gradients_summed_by_caller", False):
-            raise ValueError("training on several replicas needs an optimizer that does not "
-                             "all-reduce gradients again: nmt.distribute.ReplicaSummedAdam")
+        distribute.check_optimizer(self.optimizer)
         with tf.GradientTape() as tape:
-            logits, _ = self((source, target_in), training=True)
-            sums = token_losses(logits, target_out, tf.not_equal(target_out, PAD_ID),
-                                self.label_smoothing)
-            totals = _global_sums(sums, replicas)
+            sums, totals = self._token_sums(source, target_in, target_out, training=True)
             loss = sums["loss"] / tf.maximum(totals["tokens"], 1.0)
             scaled_loss = self.optimizer.scale_loss(loss)  # loss scaling in mixed precision
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        if replicas > 1:
-            gradients = tf.distribute.get_replica_context().all_reduce(
-                tf.distribute.ReduceOp.SUM, gradients)
+        gradients = distribute.sum_gradients(tape.gradient(scaled_loss, self.trainable_variables))
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
-        return self._update_metrics(totals, replicas)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Nothing to build once `build()` has run and the optimizer is built. (Under a
-        tf.distribute strategy Keras would pull a batch to build symbolically and pass the
-        nested batch to `strategy.reduce`, which MultiWorkerMirroredStrategy rejects.)"""
-        optimizer = getattr(self, "optimizer", None)
-        if self.built and (optimizer is None or optimizer.built):
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        return self._update_metrics(totals)
 
     def test_step(self, data):
         (source, target_in), target_out = data
-        logits, _ = self((source, target_in), training=False)
+        _, totals = self._token_sums(source, target_in, target_out, training=False)
+        return self._update_metrics(totals)
+
+    def _token_sums(self, source, target_in, target_out, training):
+        """Summed token loss, nll, correct and token count of this replica's rows, and of the
+        whole global batch (the second dict; the first when there is one replica)."""
+        logits, _ = self((source, target_in), training=training)
         sums = token_losses(logits, target_out, tf.not_equal(target_out, PAD_ID),
                             self.label_smoothing)
-        replicas = _replicas_in_sync()
-        return self._update_metrics(_global_sums(sums, replicas), replicas)
+        return sums, distribute.global_sums(sums)
 
-    def _update_metrics(self, sums, replicas: int = 1):
-        """Token-weighted running means: loss, nll (log perplexity), accuracy; token count.
-
-        `sums` are the global batch's; with several replicas each one records a 1/replicas
-        share, so Keras's cross-replica reads (sums over replicas) give the global figures
-        and every replica's own results are the global means."""
-        tokens = sums["tokens"]
-        share = tokens / replicas if replicas > 1 else tokens
-        self.loss_tracker.update_state(sums["loss"] / tf.maximum(tokens, 1.0), share)
-        self.nll_tracker.update_state(sums["nll"] / tf.maximum(tokens, 1.0), share)
-        self.accuracy_tracker.update_state(sums["correct"] / tf.maximum(tokens, 1.0), share)
+    def _update_metrics(self, totals):
+        """Token-weighted running means of the global batch's `totals`: loss, nll (log
+        perplexity), accuracy; and the token count."""
+        tokens = totals["tokens"]
+        share = distribute.replica_share(tokens)
+        self.loss_tracker.update_state(totals["loss"] / tf.maximum(tokens, 1.0), share)
+        self.nll_tracker.update_state(totals["nll"] / tf.maximum(tokens, 1.0), share)
+        self.accuracy_tracker.update_state(totals["correct"] / tf.maximum(tokens, 1.0), share)
         self.token_counter.update_state(share)
-        logs = {metric.name: metric.result() for metric in self.metrics}
-        if replicas > 1:  # identical on every replica
-            logs["tokens"] = logs["tokens"] * replicas
-        if _several_workers():
-            # Keras averages a step's logs across workers with strategy.reduce(MEAN, axis=0),
-            # which needs an axis (and returns scalars).
-            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
-        return logs
+        means = {metric.name: metric.result()
+                 for metric in (self.loss_tracker, self.nll_tracker, self.accuracy_tracker)}
+        return distribute.step_logs(means, {"tokens": self.token_counter.result()})
 
     @property
     def metrics(self):
@@ -287,31 +265,6 @@ class Seq2Seq(keras.Model):
         config = dict(config)
         model_config = ModelConfig(**config.pop("config"))
         return cls(model_config, **config)
-
-
-def _replicas_in_sync() -> int:
-    replica = tf.distribute.get_replica_context()
-    return replica.num_replicas_in_sync if replica is not None else 1
-
-
-def _several_workers() -> bool:
-    """Whether the current strategy spans several processes (MultiWorkerMirroredStrategy)."""
-    resolver = getattr(tf.distribute.get_strategy(), "cluster_resolver", None)
-    if resolver is None:
-        return False
-    spec = resolver.cluster_spec().as_dict()
-    return len(spec.get("chief", [])) + len(spec.get("worker", [])) > 1
-
-
-def _global_sums(sums: dict[str, tf.Tensor], replicas: int) -> dict[str, tf.Tensor]:
-    """The sums over all replicas' shares of the global batch (one all-reduce), without
-    gradient: each replica differentiates only its own share."""
-    if replicas == 1:
-        return sums
-    names = sorted(sums)
-    totals = tf.distribute.get_replica_context().all_reduce(
-        tf.distribute.ReduceOp.SUM, tf.stop_gradient(tf.stack([sums[n] for n in names])))
-    return dict(zip(names, tf.unstack(totals), strict=True))
 
 
 def build_model(config: ModelConfig) -> Seq2Seq:

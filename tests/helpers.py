@@ -1,14 +1,13 @@
-"""Shared test fixtures: the Multi30k mirror and a tiny model trained once per session.
+"""Shared test helpers: paths, the tiny config, and readers of a run directory.
 
-Test modules import the fixtures they use (`from tests.helpers import tiny_run`).
+The fixtures built on them (`multi30k_dir`, `tiny_run`) live in `tests/conftest.py`, where
+pytest finds them without an import.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # The real Multi30k files sit next to the project's root (shared/corpora/multi30k/).
@@ -31,23 +30,6 @@ def tiny_config(**train_overrides):
                   "attention_units": 32, "score": "general", "dropout": 0.1},
         "train": train,
     })
-
-
-@pytest.fixture(scope="session")
-def multi30k_dir() -> Path:
-    if not (MULTI30K / "train.de.gz").exists():
-        pytest.fail(f"the Multi30k mirror is missing at {MULTI30K}; tests need it")
-    return MULTI30K
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, multi30k_dir) -> Path:
-    """Run directory of a tiny de-en model trained on 1,500 real pairs (shared, read-only)."""
-    from nmt.training import train
-
-    run_dir = tmp_path_factory.mktemp("tiny_run")
-    train(tiny_config(), run_dir, progress=False)
-    return run_dir
 
 
 def read_metrics(run_dir: Path) -> dict:

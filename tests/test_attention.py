@@ -269,6 +269,46 @@ def test_unknown_score_error_lists_every_score():
         assert repr(name) in str(error.value)
 
 
+def test_docstrings_name_every_registered_score():
+    import nmt.attention
+
+    for text in (nmt.attention.__doc__, Attention.__doc__):
+        assert "{scores}" not in text
+        assert f"{', '.join(SCORES)}." in text
+
+
+@pytest.mark.parametrize("with_values", [True, False])
+@pytest.mark.parametrize("score", ALL_SCORES)
+def test_compute_output_shape_matches_the_outputs(score, with_values):
+    layer = make_layer(score)
+    query, keys, values = make_inputs(score)
+    inputs = (query, keys, values) if with_values else (query, keys)
+    shapes = layer.compute_output_shape(*(x.shape for x in inputs))
+    dv = DV if with_values else keys.shape[-1]
+    assert shapes == ((BATCH, TQ, dv), (BATCH, TQ, TS))
+    outputs = layer(*inputs, mask=MASK)
+    assert [tuple(o.shape) for o in outputs] == list(shapes)
+    # Unknown sizes stay unknown.
+    assert layer.compute_output_shape((None, None, 6), (None, None, 4)) == (
+        (None, None, 4), (None, None, None))
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_symbolic_outputs_have_the_eager_shapes_and_dtypes(policy):
+    from nmt.distribute import dtype_policy
+
+    with dtype_policy(policy):
+        layer = Attention(score="additive", units=3)
+    dq, dk = dims("additive")
+    query, keys = keras.Input((TQ, dq)), keras.Input((TS, dk))
+    values, mask = keras.Input((TS, DV)), keras.Input((TS,), dtype="bool")
+    context, weights = layer(query, keys, values, mask=mask)
+    assert (context.shape, weights.shape) == ((None, TQ, DV), (None, TQ, TS))
+    eager = layer(*make_inputs("additive"), mask=MASK)
+    assert context.dtype == eager[0].dtype.name == layer.compute_dtype
+    assert weights.dtype == eager[1].dtype.name == "float32"
+
+
 def test_unknown_mode_raises():
     with pytest.raises(ValueError, match="sparse") as error:
         Attention(score="dot", mode="sparse")

@@ -13,7 +13,7 @@ from nmt.config import Config
 from nmt.model import Seq2Seq
 from nmt.training import train
 from nmt.translator import Translator
-from tests.helpers import checkpoint_values, multi30k_dir, tiny_config  # noqa: F401
+from tests.helpers import checkpoint_values, tiny_config
 
 
 def small_model() -> keras.Model:
@@ -71,7 +71,7 @@ def test_decay_out_of_range_is_refused(decay):
         WeightAverage(small_model(), decay)
 
 
-def test_run_saves_the_average_and_resumes_from_the_raw_weights(tmp_path, multi30k_dir):  # noqa: F811
+def test_run_saves_the_average_and_resumes_from_the_raw_weights(tmp_path, multi30k_dir):
     run_dir = tmp_path / "run"
     train(tiny_config(epochs=2, ema_decay=0.9), run_dir, progress=False)
     metrics = train(tiny_config(epochs=3, ema_decay=0.9), run_dir, progress=False)  # resumes

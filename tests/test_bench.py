@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench import bench_quality, bench_serve, bench_train, bench_translate
-from tests.helpers import MULTI30K, REPO, multi30k_dir, tiny_run  # noqa: F401
+from tests.helpers import REPO
 
 TATOEBA = REPO.parent / "shared" / "corpora" / "tatoeba-deu-eng"
 
@@ -18,7 +18,7 @@ def read_results(directory, name):
     return payload, table
 
 
-def test_bench_train_tiny_writes_json_and_markdown(tmp_path, multi30k_dir):  # noqa: F811
+def test_bench_train_tiny_writes_json_and_markdown(tmp_path, multi30k_dir):
     code = bench_train.main(["--tiny", "--xla", "off", "--data-dir", str(multi30k_dir),
                              "--results-dir", str(tmp_path)])
     assert code == 0
@@ -41,7 +41,7 @@ def test_bench_train_rejects_unknown_settings(tmp_path):
         bench_train.main(["--tiny", "--xla", "yes", "--results-dir", str(tmp_path)])
 
 
-def test_bench_quality_scores_every_test_set(tmp_path, tiny_run, multi30k_dir):  # noqa: F811
+def test_bench_quality_scores_every_test_set(tmp_path, tiny_run, multi30k_dir):
     code = bench_quality.main(["--checkpoint", str(tiny_run),
                                "--data-dir", f"multi30k={multi30k_dir}",
                                "--data-dir", f"tatoeba={TATOEBA}", "--limit", "20",
@@ -72,7 +72,7 @@ def test_bench_quality_scores_every_test_set(tmp_path, tiny_run, multi30k_dir): 
     assert all(r[tiny_run.name] for r in rows) and table.count("| de→en |") == 12
 
 
-def test_bench_translate_reports_every_setting(tmp_path, tiny_run, multi30k_dir):  # noqa: F811
+def test_bench_translate_reports_every_setting(tmp_path, tiny_run, multi30k_dir):
     code = bench_translate.main(["--checkpoint", str(tiny_run), "--data-dir", str(multi30k_dir),
                                  "--limit", "16", "--cold-repeats", "1",
                                  "--results-dir", str(tmp_path)])
@@ -84,8 +84,8 @@ def test_bench_translate_reports_every_setting(tmp_path, tiny_run, multi30k_dir)
     assert payload["cold_start_seconds"] > 0 and "cold start" in table
 
 
-def test_bench_serve_loads_the_server_with_and_without_batching(tmp_path, tiny_run,  # noqa: F811
-                                                                multi30k_dir):  # noqa: F811
+def test_bench_serve_loads_the_server_with_and_without_batching(tmp_path, tiny_run,
+                                                                multi30k_dir):
     code = bench_serve.main(["--checkpoint", str(tiny_run), "--data-dir", str(multi30k_dir),
                              "--clients", "3", "--seconds", "2", "--beam", "2",
                              "--results-dir", str(tmp_path)])

@@ -20,19 +20,19 @@ from nmt import decoding
 from nmt.data import read_lines
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.translator import MAX_SOURCE_TOKENS, Translator
-from tests.helpers import MULTI30K, REPO, multi30k_dir, tiny_config, tiny_run  # noqa: F401
+from tests.helpers import REPO, tiny_config
 
 LONG_SENTENCE = " ".join(["Ein Mann mit einem roten Hut fährt Fahrrad ."] * 45)  # 405 words
 
 
 @pytest.fixture(scope="module")
-def validation_sources(multi30k_dir) -> list[str]:  # noqa: F811
+def validation_sources(multi30k_dir) -> list[str]:
     """The first 50 German sentences of the real Multi30k validation set."""
     return read_lines(multi30k_dir / "val.de.gz")[:50]
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, multi30k_dir):  # noqa: F811
+def trained_run(tmp_path_factory, multi30k_dir):
     """A tiny model trained long enough to end its hypotheses with EOS (about 25 s)."""
     from nmt.training import train
 
@@ -46,12 +46,12 @@ def trained_run(tmp_path_factory, multi30k_dir):  # noqa: F811
 # Both models are trained before either is loaded: training reseeds TensorFlow, which
 # invalidates every tokenizer loaded earlier (see test_translator_survives_reseeding).
 @pytest.fixture(scope="module")
-def translator(tiny_run, trained_run) -> Translator:  # noqa: F811
+def translator(tiny_run, trained_run) -> Translator:
     return Translator.load(trained_run)
 
 
 @pytest.fixture(scope="module")
-def tiny_translator(tiny_run, trained_run) -> Translator:  # noqa: F811
+def tiny_translator(tiny_run, trained_run) -> Translator:
     return Translator.load(tiny_run)
 
 
@@ -302,7 +302,7 @@ sys.exit(0 if before == after else 1)
 """
 
 
-def test_translator_survives_reseeding(tiny_run):  # noqa: F811
+def test_translator_survives_reseeding(tiny_run):
     # A separate process: reseeding here would break every translator this module holds.
     completed = subprocess.run([sys.executable, "-c", RESEED_SCRIPT, str(tiny_run)], cwd=REPO,
                                capture_output=True, text=True, timeout=120)

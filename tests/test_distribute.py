@@ -46,10 +46,9 @@ from nmt.rundir import LAST_WEIGHTS_FILE
 from nmt.tokenizer import PAD_ID
 from nmt.training import make_optimizer, train
 from nmt.translator import Translator
-from tests.helpers import (  # noqa: F401
+from tests.helpers import (
     REPO,
     checkpoint_values,
-    multi30k_dir,
     read_metrics,
     tiny_config,
 )
@@ -342,7 +341,7 @@ def test_bfloat16_support_is_read_from_the_cpu_flags(tmp_path):
     assert cpu_has_native_bfloat16(tmp_path / "missing")  # unknown: no false warning
 
 
-def test_mixed_precision_training_on_cpu(tmp_path, multi30k_dir):  # noqa: F811
+def test_mixed_precision_training_on_cpu(tmp_path, multi30k_dir):
     run_dir = tmp_path / "run"
     metrics = train(small_config(epochs=2, mixed_precision=True), run_dir, progress=False)
     losses = [record["loss"] for record in metrics["epochs"]]
@@ -357,7 +356,7 @@ def test_mixed_precision_training_on_cpu(tmp_path, multi30k_dir):  # noqa: F811
 
 # ===================================================================== multi-worker
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory, multi30k_dir):  # noqa: F811
+def two_workers(tmp_path_factory, multi30k_dir):
     """Two workers train small_config for 2 epochs undisturbed."""
     cluster = Cluster(tmp_path_factory.mktemp("two_workers"), small_config(epochs=2))
     processes = cluster.start()
@@ -399,7 +398,7 @@ def test_only_the_chief_writes_a_run_directory(two_workers):
 
 
 @pytest.fixture(scope="module")
-def killed_pair(tmp_path_factory, multi30k_dir):  # noqa: F811
+def killed_pair(tmp_path_factory, multi30k_dir):
     """A pair (3 epochs) whose worker 1 is SIGKILLed once the chief's first checkpoint
     exists; then both are started again with the same TF_CONFIG and run directories."""
     cluster = Cluster(tmp_path_factory.mktemp("killed_pair"), small_config(epochs=3))
@@ -459,7 +458,7 @@ def test_restarted_pair_resumes_from_the_chiefs_checkpoint(killed_pair):
 
 
 # ============================================================================ bench
-def test_bench_distributed_tiny_reports_both_settings(tmp_path, multi30k_dir):  # noqa: F811
+def test_bench_distributed_tiny_reports_both_settings(tmp_path, multi30k_dir):
     code = bench_distributed.main(["--tiny", "--data-dir", str(multi30k_dir),
                                    "--results-dir", str(tmp_path)])
     assert code == 0

@@ -216,6 +216,32 @@ def test_word_dropout_changes_training_only_and_adds_no_weights():
     assert any(not np.allclose(steps[0], other) for other in steps[1:])
 
 
+def seeded_training_step(seed: int) -> list[np.ndarray]:
+    """Weights after `seed_everything(seed)`, building a model with dropout, word dropout and
+    hard (Gumbel) attention, and one SGD step on a toy batch."""
+    from nmt.training import seed_everything
+
+    seed_everything(seed)
+    model = build_model(small_config(dropout=0.3, word_dropout=0.2, attention_mode="hard"))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
+    source, target_in = toy_batch()
+    target_out = np.concatenate([target_in[:, 1:], np.full((3, 1), EOS_ID, "int32")], axis=1)
+    model.fit((source, target_in), target_out, batch_size=3, epochs=1, shuffle=False,
+              verbose=0)
+    return model.get_weights()
+
+
+def test_seed_everything_alone_fixes_the_initial_weights_and_the_noise():
+    first = seeded_training_step(4)
+    keras.random.uniform((2,))  # draws from (and creates) Keras's global seed generator,
+    tf.random.uniform((2,))  # and from TensorFlow's global one: training must use neither
+    second = seeded_training_step(4)
+    for got, want in zip(second, first, strict=True):
+        np.testing.assert_array_equal(got, want)
+    other = seeded_training_step(5)
+    assert any(not np.array_equal(a, b) for a, b in zip(other, first, strict=True))
+
+
 # --------------------------------------------------------------------------- config
 @pytest.mark.parametrize("score", ["dot", "scaled_dot", "cosine"])
 def test_equal_dimension_score_with_mismatched_units_raises(score):

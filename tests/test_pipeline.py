@@ -25,7 +25,6 @@ from nmt.pipeline import (
     tokenize_corpus,
 )
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer, train_sentencepiece
-from tests.helpers import MULTI30K, multi30k_dir  # noqa: F401
 
 PAIRS = 600  # real training pairs the pipeline tests batch
 MAX_LENGTH = 40
@@ -34,7 +33,7 @@ BATCH_TOKENS = 400
 
 
 @pytest.fixture(scope="module")
-def text(multi30k_dir):  # noqa: F811
+def text(multi30k_dir):
     """The first training pairs of Multi30k de-en, as read from the real mirror."""
     source, target = corpus_data.load_split("multi30k", "train", "de", "en",
                                             data_dir=multi30k_dir)
@@ -42,7 +41,7 @@ def text(multi30k_dir):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def tokenizer_paths(tmp_path_factory, multi30k_dir):  # noqa: F811
+def tokenizer_paths(tmp_path_factory, multi30k_dir):
     """Sentencepiece models (1,000 pieces) learned from 2,000 training sentences per side."""
     source, target = corpus_data.load_split("multi30k", "train", "de", "en",
                                             data_dir=multi30k_dir)

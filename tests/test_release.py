@@ -11,12 +11,11 @@ from nmt import release
 from nmt.errors import CheckpointError
 from nmt.shipped import SHIPPED_DIR, shipped_models
 from nmt.translator import Translator
-from tests.helpers import multi30k_dir, tiny_run  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_release_halves_the_weights_and_loads_back(tiny_run, tmp_path):  # noqa: F811
+def test_release_halves_the_weights_and_loads_back(tiny_run, tmp_path):
     out = release.release(tiny_run, tmp_path / "shipped" / "tiny")
     assert sorted(p.name for p in out.iterdir()) == sorted([*release.KEEP, release.WEIGHTS])
     full = (tiny_run / release.WEIGHTS).stat().st_size
@@ -39,7 +38,7 @@ def test_release_halves_the_weights_and_loads_back(tiny_run, tmp_path):  # noqa:
         [t.text for t in original.translate(sentences, beam=1)]
 
 
-def test_release_keeps_the_model_card_and_refuses_unfinished_runs(tiny_run, tmp_path):  # noqa: F811
+def test_release_keeps_the_model_card_and_refuses_unfinished_runs(tiny_run, tmp_path):
     out = tmp_path / "tiny"
     release.release(tiny_run, out)
     (out / "README.md").write_text("# card\n", encoding="utf-8")

@@ -18,7 +18,7 @@ import pytest
 from matplotlib import image
 
 from nmt import study, study_report, study_runs
-from tests.helpers import multi30k_dir, tiny_config  # noqa: F401
+from tests.helpers import tiny_config
 
 SCORES = ["dot", "general"]
 BUDGET = "0.1"  # minutes per run
@@ -78,7 +78,7 @@ def weight_times(study_dir: Path) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory, multi30k_dir) -> Study:  # noqa: F811
+def tiny_study(tmp_path_factory, multi30k_dir) -> Study:
     root = tmp_path_factory.mktemp("study")
     config = tiny_config().save(root / "tiny.json")
     study_dir, docs_dir = root / "studies" / "attention", root / "docs"
@@ -318,7 +318,7 @@ def test_discussion_of_sharpness_speed_and_hard_attention():
     assert "loses 2.00 test BLEU" in hard and "about the same" in hard
 
 
-def test_heatmap_sentences_are_fixed_and_of_moderate_length(multi30k_dir):  # noqa: F811
+def test_heatmap_sentences_are_fixed_and_of_moderate_length(multi30k_dir):
     from nmt.data import load_split
 
     sources, _ = load_split("multi30k", "test_2016_flickr", "de", "en",

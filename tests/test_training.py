@@ -33,14 +33,12 @@ from nmt.pipeline import Buckets, make_dataset, tokenize_corpus
 from nmt.tokenizer import BOS_ID, PAD_ID
 from nmt.training import cosine_rate, train
 from nmt.translator import Translator
-from tests.helpers import (  # noqa: F401
+from tests.helpers import (
     MULTI30K,
     REPO,
     checkpoint_values,
-    multi30k_dir,
     read_metrics,
     tiny_config,
-    tiny_run,
 )
 
 RUN_FILES = ["config.json", "source.model", "target.model", "best.weights.h5",
@@ -78,7 +76,7 @@ def teacher_forcing_batch(translator: Translator, sources: list[str], targets: l
 
 
 @pytest.fixture(scope="module")
-def valid_text(multi30k_dir):  # noqa: F811
+def valid_text(multi30k_dir):
     return corpus_data.load_split("multi30k", "val", "de", "en", data_dir=multi30k_dir)
 
 
@@ -91,6 +89,38 @@ def test_help_documents_every_option():
     assert len(flags) == len(set(flags)) > 30
     for flag in [*flags, "--config", "--run-dir", "--resume"]:
         assert flag in result.stdout, f"{flag} missing from --help"
+    # --score's choices are SCORES, read without importing nmt.attention (TensorFlow)
+    assert train_cli.score_names() == list(SCORES)
+    assert f"--score {{{','.join(SCORES)}}}" in result.stdout
+    # the defaults shown are the config dataclasses'; no "None", no dotted metavars
+    assert "(default: None)" not in result.stdout and "MODEL." not in result.stdout
+    for title in ("run:", "data:", "model:", "training:"):
+        assert f"\n{title}\n" in result.stdout
+    help_text = " ".join(result.stdout.split())
+    for section, name, flag, _, _ in train_cli.OPTIONS:
+        default = getattr(getattr(Config(), section), name)
+        if default is not None:
+            assert f"(default: {default})" in help_text.split(flag, 2)[-1], flag
+
+
+PROBE = ("import sys\nfrom nmt.cli.train import main\ntry:\n    code = main(sys.argv[1:])\n"
+         "except SystemExit as exit_:\n    code = exit_.code\n"
+         "print('tensorflow' in sys.modules)\nsys.exit(code)\n")
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--score", "foo"], "invalid choice: 'foo'"),
+    (["--attention-mode", "soft-ish"], "invalid choice: 'soft-ish'"),
+    (["--epochs", "two"], "invalid int value: 'two'"),
+    (["--config", "no-such-config.json"], "config file not found: no-such-config.json"),
+])
+def test_bad_arguments_fail_before_tensorflow_loads(argv, fragment):
+    result = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=REPO, env=script_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stdout == "False\n"  # TensorFlow was never imported
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
 
 
 def test_script_reports_bad_input_in_one_line(tmp_path):
@@ -277,7 +307,7 @@ def test_flags_override_the_config_file(tmp_path):
 
 
 # ========================================================================= tiny run
-def test_run_directory_holds_everything(tiny_run):  # noqa: F811
+def test_run_directory_holds_everything(tiny_run):
     for name in RUN_FILES:
         assert (tiny_run / name).is_file(), name
     assert (tiny_run / "resume" / "checkpoint").is_file()
@@ -289,7 +319,7 @@ def test_run_directory_holds_everything(tiny_run):  # noqa: F811
     assert saved.model.src_vocab_size == Translator.load(tiny_run).source_tokenizer.vocab_size
 
 
-def test_weight_files_hold_no_optimizer_state(tiny_run):  # noqa: F811
+def test_weight_files_hold_no_optimizer_state(tiny_run):
     # Optimizer state lives in resume/ only; best/last weights are what a release ships.
     for name in ("best.weights.h5", "last.weights.h5"):
         with h5py.File(tiny_run / name, "r") as weights:
@@ -297,7 +327,7 @@ def test_weight_files_hold_no_optimizer_state(tiny_run):  # noqa: F811
             assert "encoder" in weights and "attention" in weights
 
 
-def test_metrics_has_a_record_per_epoch(tiny_run):  # noqa: F811
+def test_metrics_has_a_record_per_epoch(tiny_run):
     metrics = read_metrics(tiny_run)
     records = metrics["epochs"]
     assert [r["epoch"] for r in records] == [1, 2, 3]
@@ -312,12 +342,12 @@ def test_metrics_has_a_record_per_epoch(tiny_run):  # noqa: F811
     assert metrics["batches_per_epoch"] >= 1 and 0 < metrics["padding_fraction"] < 1
 
 
-def test_training_loss_goes_down(tiny_run):  # noqa: F811
+def test_training_loss_goes_down(tiny_run):
     losses = [r["loss"] for r in read_metrics(tiny_run)["epochs"]]
     assert losses[-1] < losses[0] - 0.3, losses
 
 
-def test_best_record_is_the_first_epoch_with_the_highest_bleu(tiny_run):  # noqa: F811
+def test_best_record_is_the_first_epoch_with_the_highest_bleu(tiny_run):
     metrics = read_metrics(tiny_run)
     records = metrics["epochs"]
     best = max(records, key=lambda r: (r["val_bleu"], -r["epoch"]))
@@ -330,7 +360,7 @@ def test_best_record_is_the_first_epoch_with_the_highest_bleu(tiny_run):  # noqa
     assert same == (best["epoch"] == records[-1]["epoch"])
 
 
-def test_tensorboard_logs_hold_the_validation_scores(tiny_run):  # noqa: F811
+def test_tensorboard_logs_hold_the_validation_scores(tiny_run):
     logged: dict[str, dict[int, float]] = {}
     for path in (tiny_run / "logs" / "validation").glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
@@ -346,7 +376,7 @@ def test_tensorboard_logs_hold_the_validation_scores(tiny_run):  # noqa: F811
                                    [r[key] for r in records], rtol=1e-5, atol=1e-6)
 
 
-def test_loaded_model_equals_a_model_built_by_hand(tiny_run, valid_text):  # noqa: F811
+def test_loaded_model_equals_a_model_built_by_hand(tiny_run, valid_text):
     translator = Translator.load(tiny_run)
     config = Config.load(tiny_run / "config.json")
     by_hand = Seq2Seq(config.model)
@@ -365,7 +395,7 @@ def test_loaded_model_equals_a_model_built_by_hand(tiny_run, valid_text):  # noq
     assert not np.allclose(logits.numpy(), fresh.numpy(), atol=1e-3)
 
 
-def test_last_weights_reproduce_the_logged_validation_loss(tiny_run, valid_text):  # noqa: F811
+def test_last_weights_reproduce_the_logged_validation_loss(tiny_run, valid_text):
     translator = Translator.load(tiny_run, weights="last.weights.h5")
     config = translator.config
     d = config.data
@@ -384,7 +414,7 @@ def test_last_weights_reproduce_the_logged_validation_loss(tiny_run, valid_text)
     assert result["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
 
 
-def test_translations_are_deterministic_across_loads(tiny_run, valid_text):  # noqa: F811
+def test_translations_are_deterministic_across_loads(tiny_run, valid_text):
     sources = valid_text[0][:12]
     runs = []
     for _ in range(2):
@@ -398,7 +428,7 @@ def test_translations_are_deterministic_across_loads(tiny_run, valid_text):  # n
 
 # =========================================================================== resume
 @pytest.fixture(scope="module")
-def resumed(tmp_path_factory, multi30k_dir):  # noqa: F811
+def resumed(tmp_path_factory, multi30k_dir):
     """A fresh 1-epoch run, then the same run directory trained to 2 epochs."""
     run_dir = tmp_path_factory.mktemp("resumed")
     first = copy.deepcopy(train(tiny_config(epochs=1), run_dir, progress=False))
@@ -427,7 +457,7 @@ def test_resume_restores_model_and_optimizer_state(resumed):
 
 
 @pytest.fixture(scope="module")
-def fresh_process_run(tmp_path_factory, multi30k_dir):  # noqa: F811
+def fresh_process_run(tmp_path_factory, multi30k_dir):
     """A one-epoch `train.py` run in a process of its own (TensorFlow's global seed unset)."""
     folder = tmp_path_factory.mktemp("fresh")
     config_path = folder / "config.json"
@@ -460,7 +490,7 @@ def test_same_seed_gives_the_same_first_epoch(other, reference, request):
 
 
 @pytest.fixture(scope="module")
-def killed(tmp_path_factory, multi30k_dir):  # noqa: F811
+def killed(tmp_path_factory, multi30k_dir):
     """`train.py` (epochs=6) SIGKILLed once its first checkpoint exists, then resumed.
 
     Returns the run directory, its metrics right after the kill, whether the best weights

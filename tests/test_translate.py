@@ -24,7 +24,7 @@ from nmt.cli import translate
 from nmt.data import read_lines
 from nmt.plotting import plot_filename
 from nmt.translator import MAX_SOURCE_TOKENS, Translation
-from tests.helpers import MULTI30K, REPO, assert_clean_error, multi30k_dir, tiny_run  # noqa: F401
+from tests.helpers import REPO, assert_clean_error
 
 SENTENCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau liest."]
 WORDS = "Ein alter Mann mit einem roten Hut fährt mit seinem Fahrrad durch die Stadt".split()
@@ -49,7 +49,7 @@ def load_each_checkpoint_once():
 
 
 @pytest.fixture
-def cli(tiny_run, capsys):  # noqa: F811
+def cli(tiny_run, capsys):
     """Run translate.py in-process on the tiny checkpoint: (exit code, stdout, stderr)."""
 
     def run(*args):
@@ -61,7 +61,7 @@ def cli(tiny_run, capsys):  # noqa: F811
 
 
 @pytest.fixture
-def translator(tiny_run):  # noqa: F811
+def translator(tiny_run):
     return translate.load_translator(str(tiny_run), "best")
 
 
@@ -102,7 +102,7 @@ def test_input_and_output_files_keep_line_count_and_order(cli, translator, tmp_p
     assert [line == "" for line in written] == [not line.strip() for line in lines]
 
 
-def test_stdin_is_streamed_line_by_line(tiny_run):  # noqa: F811
+def test_stdin_is_streamed_line_by_line(tiny_run):
     """A real process: the first answer arrives while standard input is still open."""
     process = subprocess.Popen([sys.executable, str(SCRIPT), "--checkpoint", str(tiny_run),
                                 "--beam", "1"], cwd=REPO, env=subprocess_env(),
@@ -131,7 +131,7 @@ def test_stdin_is_streamed_line_by_line(tiny_run):  # noqa: F811
     assert f"translating only the first {MAX_SOURCE_TOKENS - 1}" in warnings[0]
 
 
-def test_undecodable_stdin_names_the_line(tiny_run):  # noqa: F811
+def test_undecodable_stdin_names_the_line(tiny_run):
     completed = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", str(tiny_run)],
                                input=b"Ein Mann.\nZwei Hunde.\nGr\xfc\xdfe aus K\xf6ln\n",
                                capture_output=True, cwd=REPO, env=subprocess_env(), timeout=120)
@@ -284,7 +284,7 @@ def corpus_score_lines(err: str) -> tuple[float, float]:
     return float(bleu.group(1)), float(chrf.group(1))
 
 
-def test_ref_reports_sacrebleu_scores(cli, tmp_path, multi30k_dir):  # noqa: F811
+def test_ref_reports_sacrebleu_scores(cli, tmp_path, multi30k_dir):
     sources = read_lines(multi30k_dir / "val.de.gz")[:8]
     references = read_lines(multi30k_dir / "val.en.gz")[:8]
     source = write_lines(tmp_path / "val.de", sources)
@@ -331,7 +331,7 @@ def test_missing_checkpoint_directory(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("missing", ["best.weights.h5", "source.model", "config.json"])
-def test_incomplete_checkpoint_names_the_missing_file(capsys, tmp_path, tiny_run, missing):  # noqa: F811
+def test_incomplete_checkpoint_names_the_missing_file(capsys, tmp_path, tiny_run, missing):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns("logs", "resume"))
     (run_dir / missing).unlink()
@@ -362,7 +362,7 @@ def test_n_best_larger_than_beam_is_an_error(cli):
 
 
 # ------------------------------------------------------------------------------ shipped models
-def test_model_and_checkpoint_together_is_an_error(capsys, tiny_run):  # noqa: F811
+def test_model_and_checkpoint_together_is_an_error(capsys, tiny_run):
     code = translate.main(["--model", "de-en", "--checkpoint", str(tiny_run), "Ein Mann."])
     out, err = capsys.readouterr()
     assert_clean_error(code, out, err, "--model NAME or --checkpoint DIR, not both")
