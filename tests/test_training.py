@@ -655,7 +655,13 @@ def test_several_corpora_train_on_the_union_and_validate_each(two_corpora_run):
     assert metrics["best"]["val_bleu"] == max(r["val_bleu"] for r in metrics["epochs"])
     translator = Translator.load(two_corpora_run)
     assert translator.config.data.corpus == "multi30k+tatoeba"
-    assert translator.translate(["A dog runs."], beam=1)[0].text  # en -> de works
+    # en -> de: the source side is cut with the English pieces, and the model learned
+    (result,) = translator.translate(["A dog runs."], beam=1)
+    assert "\u2581dog" in result.source_tokens and result.source_tokens[-1] == "</s>"
+    assert result.attention.shape == (len(result.target_tokens), len(result.source_tokens))
+    first, last = metrics["epochs"][0], metrics["epochs"][-1]
+    for corpus in ("multi30k", "tatoeba"):
+        assert last[f"val_{corpus}_loss"] < first[f"val_{corpus}_loss"]
 
 
 def test_several_corpora_log_each_corpus_to_tensorboard(two_corpora_run):
