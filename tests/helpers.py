@@ -20,14 +20,16 @@ def tiny_config(**train_overrides):
 
     train = {"epochs": 3, "batch_tokens": 1024, "learning_rate": 3e-3, "lr_schedule": "constant",
              "warmup_steps": 0, "label_smoothing": 0.1, "seed": 7, "jit_compile": False,
-             "patience": 5, "bucket_boundaries": [12, 16, 24, 32, 48]}
+             "patience": 5, "bucket_boundaries": [12, 16, 24, 32, 48], "time_budget": None,
+             "mixed_precision": False}
     train.update(train_overrides)
     return Config.from_dict({
         "data": {"src": "de", "tgt": "en", "data_dir": str(MULTI30K), "train_limit": 1500,
                  "valid_limit": 100, "src_vocab_size": 600, "tgt_vocab_size": 600,
                  "max_length": 48},
         "model": {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64,
-                  "attention_units": 32, "score": "general", "dropout": 0.1},
+                  "attention_units": 32, "score": "general", "dropout": 0.1,
+                  "tie_embeddings": False},
         "train": train,
     })
 

@@ -179,3 +179,18 @@ def test_a_progress_bar_only_for_long_input_on_a_terminal(monkeypatch):
     with translate.progress_bar(100, quiet=False) as bar:
         bar.update(5)
     assert terminal.text == ""
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["translate.py", "serve", "--port", "70000"], "error: --port must be from 1 to 65535"),
+    (["translate.py", "export", "--checkpoint", "no-such-run", "--out", "x"],
+     "error: checkpoint directory not found: no-such-run"),
+    (["train.py", "--train-src", "no-such.de", "--train-tgt", "no-such.en", "--valid-src",
+      "no-such.de", "--valid-tgt", "no-such.en"], "error: corpus file not found: no-such.de"),
+])
+def test_serve_export_and_train_start_tensorflow_quietly(argv, message):
+    """Each fails after TensorFlow has loaded: stderr holds nmt's one line and nothing else."""
+    result = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [message]

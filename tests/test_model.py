@@ -21,7 +21,8 @@ ALL_SCORES = ("dot", "scaled_dot", "general", "cosine", "additive")
 def small_config(**overrides):
     """A model small enough to build in well under a second."""
     settings = dict(src_vocab_size=11, tgt_vocab_size=13, embedding_dim=8, encoder_units=6,
-                    decoder_units=12, attention_units=5, score="general", dropout=0.0)
+                    decoder_units=12, attention_units=5, score="general", dropout=0.0,
+                    tie_embeddings=False)
     settings.update(overrides)
     return ModelConfig(**settings)
 
@@ -366,7 +367,8 @@ def train_reverser(score, mode):
     valid_inputs, valid_targets, valid_lengths = reversal_data(500, seed=1)
     config = ModelConfig(src_vocab_size=REVERSE_VOCAB, tgt_vocab_size=REVERSE_VOCAB,
                          embedding_dim=32, encoder_units=32, decoder_units=64,
-                         attention_units=32, score=score, attention_mode=mode, dropout=0.0)
+                         attention_units=32, score=score, attention_mode=mode, dropout=0.0,
+                         tie_embeddings=False)
     model = build_model(config)
     # XLA compilation costs ~10 s per model on 2 cores, more than the training itself;
     # the hard-mode run keeps jit_compile=True so the XLA training path is covered once.
