@@ -410,14 +410,18 @@ def _setup_from_chief(sync: ChiefBroadcast, config: Config, data: PreparedData |
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python and numpy: every Keras initializer and seed generator of the model draws
-    its seed from Python's `random` when it is created.
+    """Seed Python, numpy and Keras like `keras.utils.set_random_seed`, minus its
+    `tf.random.set_seed`: that clears TensorFlow's kernel cache, and with it the
+    sentencepiece resources of tokenizers already loaded in this process.
 
-    Not `keras.utils.set_random_seed`: its `tf.random.set_seed` clears TensorFlow's kernel
-    cache, and with it the sentencepiece resources of tokenizers already loaded in this
-    process. Training needs neither TensorFlow's global seed nor Keras's global seed
-    generator (which that function also resets): every random op has its own seed (tf.data
-    shuffle, the layers' seed generators); tests/test_model.py checks it."""
+    Private Keras state, on purpose: Keras has no public call that sets its global seed
+    without `tf.random.set_seed`, and without it a resumed run in a process that trained
+    before draws other batches (tests/test_training.py, same seed gives the same epoch)."""
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+
+    global_state.set_global_attribute("global_random_seed", seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
     random.seed(seed)
     np.random.seed(seed)
 

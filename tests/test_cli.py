@@ -182,7 +182,8 @@ def test_a_progress_bar_only_for_long_input_on_a_terminal(monkeypatch):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["translate.py", "serve", "--port", "70000"], "error: --port must be from 1 to 65535"),
+    (["translate.py", "serve", "--port", "70000"],
+     "error: --port must be from 1 to 65535, received 70000"),
     (["translate.py", "export", "--checkpoint", "no-such-run", "--out", "x"],
      "error: checkpoint directory not found: no-such-run"),
     (["train.py", "--train-src", "no-such.de", "--train-tgt", "no-such.en", "--valid-src",

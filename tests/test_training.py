@@ -192,11 +192,6 @@ def case_corrupted_data_dir(tmp_path):
             ["checksum", str(corrupted), expected, actual])
 
 
-def case_unknown_score(tmp_path):
-    return (["--data-dir", str(MULTI30K), "--score", "bilinear"],
-            ["model.score", "bilinear", *SCORES])
-
-
 def case_subword_sampling_out_of_range(tmp_path):
     return (["--data-dir", str(MULTI30K), "--subword-sampling", "1.5"],
             ["train.subword_sampling", "1.5"])
@@ -269,7 +264,7 @@ def case_resume_without_run(tmp_path):
 
 @pytest.mark.parametrize("case", [
     case_missing_file, case_line_counts, case_undecodable, case_empty_file,
-    case_only_blank_lines, case_corrupted_data_dir, case_unknown_score,
+    case_only_blank_lines, case_corrupted_data_dir,
     case_unknown_config_field, case_config_not_json, case_config_missing,
     case_config_is_a_list, case_resume_without_run,
     case_config_is_a_list_and_a_flag_is_given, case_config_section_is_not_an_object,
