@@ -125,7 +125,11 @@ def align(
     Returns:
         Sorted 0-based `(source_word, target_word)` pairs, one per target word.
     """
-    merged = merge_subword_weights(weights, source_pieces, target_pieces)
+    return _argmax_pairs(merge_subword_weights(weights, source_pieces, target_pieces))
+
+
+def _argmax_pairs(merged: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted `(source_word, target_word)` pairs of a `[target words, source words]` matrix."""
     if merged.size == 0:
         return []
     best_source = np.argmax(merged, axis=1)  # [target words]
@@ -147,8 +151,7 @@ def sentence_alignment(translation) -> tuple[list[tuple[int, int]], int, int]:
     target_pieces = [translation.target_tokens[i] for i in target]
     merged = merge_subword_weights(translation.attention[target][:, source], source_pieces,
                                    target_pieces)
-    pairs = align(translation.attention[target][:, source], source_pieces, target_pieces)
-    return pairs, merged.shape[1], merged.shape[0]
+    return _argmax_pairs(merged), merged.shape[1], merged.shape[0]
 
 
 def to_pharaoh(pairs: Sequence[tuple[int, int]]) -> str:

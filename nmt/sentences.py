@@ -48,6 +48,14 @@ def join_sentences(sentences: list[str]) -> str:
     return " ".join(s.strip() for s in sentences if s.strip())
 
 
+def split_lines(lines: Sequence[str], language: str, split: bool = True
+                ) -> tuple[list[str], list[list[str]]]:
+    """All sentences of `lines` in order, and each line's sentences (one per line when not
+    `split`)."""
+    per_line = [split_sentences(line, language) if split else [line] for line in lines]
+    return [sentence for parts in per_line for sentence in parts], per_line
+
+
 def translate_lines(translator, lines: Sequence[str], split: bool = True,
                     **search) -> Iterator[list]:
     """Translate lines of text, each cut into its sentences; yields, line by line and in
@@ -64,13 +72,8 @@ def translate_lines(translator, lines: Sequence[str], split: bool = True,
         **search: `beam`, `alpha`, `max_length_ratio`, `batch_size`, `n_best`,
             `first_index` for `Translator.translate_batches`.
     """
-    language = translator.config.data.src
-    counts, sentences = [], []
-    for line in lines:
-        parts = split_sentences(line, language) if split else [line]
-        counts.append(len(parts))
-        sentences.extend(parts)
+    sentences, per_line = split_lines(lines, translator.config.data.src, split)
     translations = (translation for chunk in translator.translate_batches(sentences, **search)
                     for translation in chunk)
-    for count in counts:
-        yield [next(translations) for _ in range(count)]
+    for parts in per_line:
+        yield [next(translations) for _ in parts]

@@ -21,7 +21,7 @@ from typing import NamedTuple
 from nmt.config import DEFAULT_LENGTH_PENALTY
 from nmt.errors import NmtError
 from nmt.rundir import METRICS_FILE
-from nmt.sentences import join_sentences, split_sentences
+from nmt.sentences import join_sentences, split_lines
 from nmt.translator import Translation, Translator
 
 REQUEST_FIELDS = ("text", "texts", "beam", "model", "split", "n_best")
@@ -251,17 +251,15 @@ async def translate_request(batcher: RequestBatcher, request: TranslateRequest,
                             language: str) -> dict:
     """Cut every line of `request` into sentences, translate them all in one batcher job
     and answer with one record per sentence (`line`, `sentence`) plus the joined `lines`."""
-    sentences, owners = [], []
-    for line, text in enumerate(request.texts):
-        parts = split_sentences(text, language) if request.split else [text]
-        sentences += parts
-        owners += [(line, number) for number in range(len(parts))]
-    results = await batcher.translate(sentences, request.beam, request.n_best)
-    records = [{**translation_json(result, request.n_best), "line": line, "sentence": number}
-               for result, (line, number) in zip(results, owners, strict=True)]
-    lines = [{"source": text, "translation": join_sentences(
-        [r["translation"] for r in records if r["line"] == index])}
-        for index, text in enumerate(request.texts)]
+    sentences, per_line = split_lines(request.texts, language, request.split)
+    results = iter(await batcher.translate(sentences, request.beam, request.n_best))
+    records, lines = [], []
+    for line, (text, parts) in enumerate(zip(request.texts, per_line, strict=True)):
+        mine = [{**translation_json(next(results), request.n_best), "line": line,
+                 "sentence": number} for number in range(len(parts))]
+        records += mine
+        lines.append({"source": text, "translation": join_sentences(
+            [record["translation"] for record in mine])})
     return {"translations": records, "lines": lines}
 
 

@@ -236,12 +236,18 @@ def open_run(config: Config, run_dir: Path) -> tuple[Config, PreparedData]:
 
     Returns the run's config (a resumed run keeps its saved one, see `_resumed_config`)
     with the tokenizers' vocabulary sizes, validated once and saved as config.json."""
+    fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / CONFIG_FILE
     if saved.exists():
         config = _resumed_config(Config.load(saved), config)
     seed_everything(config.train.seed)
-    data = prepare_data(config, run_dir)
+    try:
+        data = prepare_data(config, run_dir)
+    except BaseException:
+        if fresh:  # bad input leaves no half-made run directory behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     config = with_vocab_sizes(config, data).validate()
     config.save(saved)
     return config, data

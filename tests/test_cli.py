@@ -189,9 +189,13 @@ def test_a_progress_bar_only_for_long_input_on_a_terminal(monkeypatch):
     (["train.py", "--train-src", "no-such.de", "--train-tgt", "no-such.en", "--valid-src",
       "no-such.de", "--valid-tgt", "no-such.en"], "error: corpus file not found: no-such.de"),
 ])
-def test_serve_export_and_train_start_tensorflow_quietly(argv, message):
-    """Each fails after TensorFlow has loaded: stderr holds nmt's one line and nothing else."""
+def test_serve_export_and_train_start_tensorflow_quietly(argv, message, tmp_path):
+    """Each fails after TensorFlow has loaded: stderr holds nmt's one line and nothing else
+    (and the failed training leaves no run directory behind)."""
+    if argv[0] == "train.py":
+        argv = [*argv, "--run-dir", str(tmp_path / "run")]
     result = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [message]
+    assert not (tmp_path / "run").exists()
