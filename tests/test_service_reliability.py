@@ -30,7 +30,7 @@ MAX_QUEUE = 4
     (b'{"texts": ["Hallo.", "a\\udfffb"]}', '"texts"[1] has a lone surrogate'),
     (b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
     (b'{"text": "a", "beam": 1' + b"0" * 5000 + b"}", "not valid JSON"),
-])
+], ids=["surrogate", "surrogate-in-texts", "deep", "huge-integer"])
 def test_hostile_bodies_are_400(raw, fragment):
     with pytest.raises(RequestError) as caught:
         parse_body(raw, ServiceLimits())
@@ -182,7 +182,8 @@ def test_a_lone_surrogate_among_good_requests_fails_alone(server):
 
 
 @pytest.mark.parametrize("raw", [b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-                                 b'{"text": "a", "beam": 1' + b"0" * 5000 + b"}"])
+                                 b'{"text": "a", "beam": 1' + b"0" * 5000 + b"}"],
+                         ids=["deep", "huge-integer"])
 def test_deep_json_and_huge_integers_are_json_400(server, raw):
     status, answer = request(server + "/translate", "POST", raw, JSON_TYPE)
     assert status == 400 and answer["error"]["status"] == 400
