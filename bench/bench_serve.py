@@ -8,7 +8,8 @@ each posting one test_2016_flickr sentence at a time and waiting for the answer.
 sentences per second and p50/p95/p99 latency with request batching on and off, and with
 batching on while 2 more clients ("hogs") send the largest request the server accepts
 (64 texts of about 1,000 characters, beam 10): the normal clients' p50/p99 there show
-whether one client can slow everyone else down.
+whether one client can slow everyone else down (the table's `on, 2 hogs` row gives the
+normal clients' numbers; `hog_runs` in the JSON).
 Writes bench/results/bench_serve.{json,md}.
 """
 
@@ -143,10 +144,6 @@ def post(url: str, payload: bytes) -> int | str:
         return type(error).__name__
 
 
-RUNS = (("batching on", True, 0), ("batching off", False, 0),
-        ("batching on, 2 hogs", True, 2))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=str(RELEASED))
@@ -155,31 +152,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="load duration per setting")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--batch-window-ms", type=float, default=10.0)
+    parser.add_argument("--hogs", type=int, default=2,
+                        help="clients sending the largest request, beside --clients normal "
+                             "ones, in a third run (0: no such run)")
     parser.add_argument("--results-dir", default=str(RESULTS))
     args = parser.parse_args(argv)
 
     from nmt.data import load_split
 
     sentences = load_split("multi30k", "test_2016_flickr", "de", "en", data_dir=args.data_dir)[0]
-    runs = []
-    for name, batching, hogs in RUNS:
+    settings = [(True, 0), (False, 0)] + ([(True, args.hogs)] if args.hogs else [])
+    results = []
+    for batching, hogs in settings:
         options = ["--batch-window-ms", str(args.batch_window_ms)]
         options += [] if batching else ["--no-batching"]
         with server(args.checkpoint, *options) as url:
             load(url, sentences, args.clients, min(args.seconds, 3.0), args.beam)  # warm-up
             result = load(url, sentences, args.clients, args.seconds, args.beam, hogs)
-        runs.append({"run": name, "batching": batching, **result})
-        print(f"{name}: {result['sentences_per_second']:.1f} sentences/s, p50 "
-              f"{result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms, p99 "
-              f"{result['p99_ms']:.0f} ms, {result['errors']} errors"
+        results.append({"batching": batching, **result})
+        print(f"batching {'on ' if batching else 'off'}"
+              f"{f' + {hogs} hogs' if hogs else ''}: {result['sentences_per_second']:.1f} "
+              f"sentences/s, p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms, "
+              f"p99 {result['p99_ms']:.0f} ms, {result['errors']} errors"
               + (f", hog answers {result['hog_answers']}" if hogs else ""), file=sys.stderr)
+    runs, hog_runs = results[:2], results[2:]
     payload = {"checkpoint": Path(args.checkpoint).name, "clients": args.clients,
                "seconds": args.seconds, "beam": args.beam,
-               "batch_window_ms": args.batch_window_ms, "runs": runs}
-    rows = [[r["run"], r["sentences_per_second"], r["p50_ms"], r["p95_ms"], r["p99_ms"],
-             r["errors"], ", ".join(f"{n} x {s}" for s, n in r["hog_answers"].items()) or "-"]
-            for r in runs]
-    write_results("bench_serve", payload, ["run (normal clients)", "sentences/s", "p50 ms",
+               "batch_window_ms": args.batch_window_ms, "runs": runs, "hog_runs": hog_runs}
+    rows = [[("on" if r["batching"] else "off") + (f", {r['hogs']} hogs" if r["hogs"] else ""),
+             r["sentences_per_second"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["errors"],
+             ", ".join(f"{n} x {s}" for s, n in r["hog_answers"].items()) or "-"]
+            for r in results]
+    write_results("bench_serve", payload, ["request batching", "sentences/s", "p50 ms",
                                            "p95 ms", "p99 ms", "errors", "hog answers"], rows,
                   Path(args.results_dir))
     return 0
