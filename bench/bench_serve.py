@@ -5,7 +5,11 @@
 
 Starts the server in a subprocess, then runs `--clients` concurrent clients for `--seconds`,
 each posting one test_2016_flickr sentence at a time and waiting for the answer. Reports
-sentences per second and p50/p95/p99 latency with request batching on and off.
+sentences per second and p50/p95/p99 latency with request batching on and off, and with
+batching on while 2 more clients ("hogs") send the largest request the server accepts
+(64 texts of about 1,000 characters, beam 10): the normal clients' p50/p99 there show
+whether one client can slow everyone else down (the table's `on, 2 hogs` row gives the
+normal clients' numbers; `hog_runs` in the JSON).
 Writes bench/results/bench_serve.{json,md}.
 """
 
@@ -71,32 +75,43 @@ def server(checkpoint: str, *options: str, startup_seconds: float = 180) -> Iter
             process.wait()
 
 
-def load(url: str, sentences: list[str], clients: int, seconds: float, beam: int) -> dict:
-    """Closed-loop load: each client sends its next sentence as soon as it has an answer."""
+def load(url: str, sentences: list[str], clients: int, seconds: float, beam: int,
+         hogs: int = 0) -> dict:
+    """Closed-loop load: each client sends its next sentence as soon as it has an answer.
+
+    `hogs` more clients send the largest request `parse_body` accepts (64 texts of about
+    1,000 characters, beam 10) the same way; the latencies reported are the normal
+    clients', and `hog_answers` counts the hogs' HTTP statuses."""
     latencies: list[float] = []
     errors = [0]
+    hog_answers: dict[str, int] = {}
     lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
+    paragraph = " ".join(sentences[:40])[:1000].rsplit(" ", 1)[0]
+    hog_payload = json.dumps({"texts": [paragraph] * 64, "beam": 10}).encode("utf-8")
 
     def client(offset: int) -> None:
         index = offset
         while time.perf_counter() < stop_at:
             payload = json.dumps({"text": sentences[index % len(sentences)], "beam": beam})
-            request = urllib.request.Request(url + "/translate", payload.encode("utf-8"),
-                                             {"Content-Type": "application/json"})
             start = time.perf_counter()
-            try:
-                with urllib.request.urlopen(request, timeout=120) as response:
-                    response.read()
-                with lock:
+            status = post(url, payload.encode("utf-8"))
+            with lock:
+                if status == 200:
                     latencies.append(time.perf_counter() - start)
-            except (urllib.error.URLError, OSError):
-                with lock:
+                else:
                     errors[0] += 1
             index += clients
 
+    def hog() -> None:
+        while time.perf_counter() < stop_at:
+            status = str(post(url, hog_payload))
+            with lock:
+                hog_answers[status] = hog_answers.get(status, 0) + 1
+
     start = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    threads += [threading.Thread(target=hog) for _ in range(hogs)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -110,7 +125,23 @@ def load(url: str, sentences: list[str], clients: int, seconds: float, beam: int
 
     return {"sentences": len(latencies), "errors": errors[0], "seconds": round(elapsed, 2),
             "sentences_per_second": len(latencies) / elapsed, "p50_ms": percentile(50),
-            "p95_ms": percentile(95), "p99_ms": percentile(99)}
+            "p95_ms": percentile(95), "p99_ms": percentile(99), "hogs": hogs,
+            "hog_answers": hog_answers}
+
+
+def post(url: str, payload: bytes) -> int | str:
+    """POST `payload` to /translate and read the answer: its HTTP status, or the name of
+    the error when there is none."""
+    request = urllib.request.Request(url + "/translate", payload,
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, OSError) as error:
+        return type(error).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,30 +152,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="load duration per setting")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--batch-window-ms", type=float, default=10.0)
+    parser.add_argument("--hogs", type=int, default=2,
+                        help="clients sending the largest request, beside --clients normal "
+                             "ones, in a third run (0: no such run)")
     parser.add_argument("--results-dir", default=str(RESULTS))
     args = parser.parse_args(argv)
 
     from nmt.data import load_split
 
     sentences = load_split("multi30k", "test_2016_flickr", "de", "en", data_dir=args.data_dir)[0]
-    runs = []
-    for batching in (True, False):
+    settings = [(True, 0), (False, 0)] + ([(True, args.hogs)] if args.hogs else [])
+    results = []
+    for batching, hogs in settings:
         options = ["--batch-window-ms", str(args.batch_window_ms)]
         options += [] if batching else ["--no-batching"]
         with server(args.checkpoint, *options) as url:
             load(url, sentences, args.clients, min(args.seconds, 3.0), args.beam)  # warm-up
-            result = load(url, sentences, args.clients, args.seconds, args.beam)
-        runs.append({"batching": batching, **result})
-        print(f"batching {'on ' if batching else 'off'}: {result['sentences_per_second']:.1f} "
+            result = load(url, sentences, args.clients, args.seconds, args.beam, hogs)
+        results.append({"batching": batching, **result})
+        print(f"batching {'on ' if batching else 'off'}"
+              f"{f' + {hogs} hogs' if hogs else ''}: {result['sentences_per_second']:.1f} "
               f"sentences/s, p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms, "
-              f"p99 {result['p99_ms']:.0f} ms, {result['errors']} errors", file=sys.stderr)
+              f"p99 {result['p99_ms']:.0f} ms, {result['errors']} errors"
+              + (f", hog answers {result['hog_answers']}" if hogs else ""), file=sys.stderr)
+    runs, hog_runs = results[:2], results[2:]
     payload = {"checkpoint": Path(args.checkpoint).name, "clients": args.clients,
                "seconds": args.seconds, "beam": args.beam,
-               "batch_window_ms": args.batch_window_ms, "runs": runs}
-    rows = [["on" if r["batching"] else "off", r["sentences_per_second"], r["p50_ms"],
-             r["p95_ms"], r["p99_ms"], r["errors"]] for r in runs]
+               "batch_window_ms": args.batch_window_ms, "runs": runs, "hog_runs": hog_runs}
+    rows = [[("on" if r["batching"] else "off") + (f", {r['hogs']} hogs" if r["hogs"] else ""),
+             r["sentences_per_second"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["errors"],
+             ", ".join(f"{n} x {s}" for s, n in r["hog_answers"].items()) or "-"]
+            for r in results]
     write_results("bench_serve", payload, ["request batching", "sentences/s", "p50 ms",
-                                           "p95 ms", "p99 ms", "errors"], rows,
+                                           "p95 ms", "p99 ms", "errors", "hog answers"], rows,
                   Path(args.results_dir))
     return 0
 

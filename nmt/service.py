@@ -11,231 +11,40 @@ import json
 import logging
 import signal
 import socket
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
-from typing import NamedTuple
 
-from nmt.config import DEFAULT_LENGTH_PENALTY
+from nmt.batching import QueueFull, RequestBatcher
 from nmt.errors import NmtError
+from nmt.http_guard import (
+    LOOPBACK_NAMES,
+    GuardMiddleware,
+    allowed_hosts,
+    error_body,
+    guarded_protocol,
+)
 from nmt.rundir import METRICS_FILE
 from nmt.sentences import join_sentences, split_lines
+from nmt.service_request import (
+    REQUEST_FIELDS,
+    RequestError,
+    ServiceLimits,
+    TranslateRequest,
+    parse_body,
+)
 from nmt.translator import Translation, Translator
 
-REQUEST_FIELDS = ("text", "texts", "beam", "model", "split", "n_best")
+__all__ = ["REQUEST_FIELDS", "RequestBatcher", "RequestError", "ServiceLimits",
+           "TranslateRequest", "check_host", "create_app", "ensure_port_free", "parse_body",
+           "serve"]
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_LIMITS = ServiceLimits()
+
 WEB_DIR = Path(__file__).resolve().parent / "web"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass(frozen=True)
-class ServiceLimits:
-    """What one request may ask for; larger requests get 413 (limits) or 422 (values)."""
-
-    max_body_bytes: int = 256 * 1024
-    max_sentences: int = 64
-    max_sentence_chars: int = 1000
-    max_beam: int = 10
-    default_beam: int = 5
-
-
-@dataclass
-class _Job:
-    texts: list[str]
-    beam: int
-    future: asyncio.Future
-    n_best: int = 1
-
-
-class RequestBatcher:
-    """Collects requests for `window` seconds and translates each beam size's group in one
-    `Translator.translate` call on a single worker thread (TensorFlow runs one batch at a
-    time; the event loop keeps answering other clients meanwhile).
-
-    With `enabled=False` every request is translated on its own, in arrival order.
-    """
-
-    def __init__(self, translator: Translator, window: float = 0.01, max_batch: int = 64,
-                 enabled: bool = True, alpha: float = DEFAULT_LENGTH_PENALTY):
-        self.translator, self.window, self.max_batch = translator, window, max_batch
-        self.enabled, self.alpha = enabled, alpha
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoder")
-        self.queue: asyncio.Queue[_Job] | None = None
-        self.worker: asyncio.Task | None = None
-        self.calls = 0  # decoder calls so far (for tests and the benchmark)
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        self.queue = asyncio.Queue()
-        self.worker = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
-            try:
-                await self.worker
-            except asyncio.CancelledError:
-                pass
-        self.executor.shutdown(wait=True, cancel_futures=True)
-
-    async def translate(self, texts: list[str], beam: int, n_best: int = 1
-                        ) -> list[Translation]:
-        if self.queue is None:
-            raise RuntimeError("RequestBatcher.start() was not called")
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Job(texts, beam, future, n_best))
-        return await future
-
-    async def _run(self) -> None:
-        assert self.queue is not None
-        while True:
-            jobs = [await self.queue.get()]
-            if self.enabled:
-                jobs += await self._gather_more(len(jobs[0].texts))
-            groups: dict[tuple[int, int], list[_Job]] = {}
-            for job in jobs:
-                groups.setdefault((job.beam, job.n_best), []).append(job)
-            for (beam, n_best), group in groups.items():
-                await self._translate_group(beam, n_best, group)
-
-    async def _gather_more(self, sentences: int) -> list[_Job]:
-        """Jobs arriving within the window, up to `max_batch` sentences in all."""
-        assert self.queue is not None
-        more: list[_Job] = []
-        deadline = time.perf_counter() + self.window
-        while sentences < self.max_batch:
-            remaining = deadline - time.perf_counter()
-            try:
-                job = (self.queue.get_nowait() if remaining <= 0 else
-                       await asyncio.wait_for(self.queue.get(), remaining))
-            except (asyncio.QueueEmpty, asyncio.TimeoutError):
-                break
-            more.append(job)
-            sentences += len(job.texts)
-        return more
-
-    async def _translate_group(self, beam: int, n_best: int, jobs: list[_Job]) -> None:
-        texts = [text for job in jobs for text in job.texts]
-        loop = asyncio.get_running_loop()
-        try:
-            results = await loop.run_in_executor(self.executor, self._decode, texts, beam,
-                                                 n_best)
-        except Exception as error:  # noqa: BLE001 - every waiting client must get an answer
-            logger.exception("translation failed")
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(error)
-            return
-        start = 0
-        for job in jobs:
-            if not job.future.done():  # the client may have gone away
-                job.future.set_result(results[start:start + len(job.texts)])
-            start += len(job.texts)
-
-    def _decode(self, texts: list[str], beam: int, n_best: int) -> list[Translation]:
-        with self._lock:
-            self.calls += 1
-        return self.translator.translate(texts, beam=beam, alpha=self.alpha,
-                                         batch_size=self.max_batch, n_best=n_best)
-
-
-# ----------------------------------------------------------------- request checking
-class RequestError(Exception):
-    """A bad request: answered as `{"error": {"status": ..., "message": ...}}`."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-class TranslateRequest(NamedTuple):
-    """A checked `POST /translate` body."""
-
-    texts: list[str]  # lines of text, each cut into sentences unless `split` is False
-    beam: int
-    model: str | None  # None: the service's default model
-    split: bool = True
-    n_best: int = 1  # candidates per sentence in the answer (1: none listed)
-
-
-def parse_body(body: bytes, limits: ServiceLimits, models: tuple[str, ...] = ()
-               ) -> TranslateRequest:
-    """Check a `POST /translate` body and return what it asks for.
-
-    `models`: the names a request may pick with `"model"`; the model is None when the
-    request names none (the service's default model).
-
-    Raises:
-        RequestError: 400 (not UTF-8, not JSON), 413 (over a limit) or 422 (wrong fields,
-            types or values), with a message that says what to change.
-    """
-    if len(body) > limits.max_body_bytes:
-        raise RequestError(413, f"request body is over {limits.max_body_bytes} bytes")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise RequestError(400, f"request body is not valid UTF-8 (byte {error.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise RequestError(400, f"request body is not valid JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise RequestError(422, 'expected a JSON object such as {"text": "Ein Hund."}')
-    unknown = sorted(set(data) - set(REQUEST_FIELDS))
-    if unknown:
-        raise RequestError(422, f"unknown field(s) {unknown}; allowed: "
-                                f"{', '.join(REQUEST_FIELDS)}")
-    model = data.get("model")
-    if model is not None and (not isinstance(model, str) or model not in models):
-        raise RequestError(422, f'"model" must be one of {list(models)}, not '
-                                f"{json.dumps(model)}")
-    if ("text" in data) == ("texts" in data):
-        raise RequestError(422, 'give exactly one of "text" (a string) or "texts" (a list)')
-    if "text" in data:
-        if not isinstance(data["text"], str):
-            raise RequestError(422, f'"text" must be a string, not {_json_type(data["text"])}')
-        texts = [data["text"]]
-    else:
-        texts = data["texts"]
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise RequestError(422, '"texts" must be a list of strings')
-        if not texts:
-            raise RequestError(422, '"texts" is empty; give at least one sentence')
-    if len(texts) > limits.max_sentences:
-        raise RequestError(413, f"{len(texts)} sentences; at most {limits.max_sentences} "
-                                "per request")
-    for index, sentence in enumerate(texts):
-        where = '"text"' if "text" in data else f'"texts"[{index}]'
-        if not sentence.strip():
-            raise RequestError(422, f"{where} is empty; give a sentence to translate")
-        if len(sentence) > limits.max_sentence_chars:
-            raise RequestError(413, f"{where} has {len(sentence)} characters; at most "
-                                    f"{limits.max_sentence_chars} per sentence")
-    beam = _integer(data, "beam", limits.default_beam, limits.max_beam)
-    n_best = _integer(data, "n_best", 1, beam)
-    split = data.get("split", True)
-    if not isinstance(split, bool):
-        raise RequestError(422, f'"split" must be true or false, not {json.dumps(split)}')
-    return TranslateRequest(texts, beam, model, split, n_best)
-
-
-def _integer(data: dict, field: str, default: int, most: int) -> int:
-    """The integer `data[field]` (default `default`), checked to lie in 1..`most`."""
-    value = data.get(field, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        raise RequestError(422, f'"{field}" must be an integer from 1 to {most}, '
-                                f"not {json.dumps(value)}")
-    return value
-
-
-def _json_type(value) -> str:
-    names = {bool: "a boolean", int: "a number", float: "a number", list: "a list",
-             dict: "an object", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
 
 
 def translation_json(translation: Translation, n_best: int = 1) -> dict:
@@ -248,10 +57,21 @@ def translation_json(translation: Translation, n_best: int = 1) -> dict:
 
 
 async def translate_request(batcher: RequestBatcher, request: TranslateRequest,
-                            language: str) -> dict:
+                            language: str, max_work: int | None = None) -> dict:
     """Cut every line of `request` into sentences, translate them all in one batcher job
-    and answer with one record per sentence (`line`, `sentence`) plus the joined `lines`."""
+    and answer with one record per sentence (`line`, `sentence`) plus the joined `lines`.
+
+    Raises:
+        RequestError: 413 when the sentences' source tokens times the beam pass `max_work`.
+        QueueFull: too many requests wait for the decoder.
+    """
     sentences, per_line = split_lines(request.texts, language, request.split)
+    if max_work is not None:
+        tokens = await asyncio.to_thread(source_tokens, batcher.translator, sentences)
+        if tokens * request.beam > max_work:
+            raise RequestError(413, f"{tokens} source tokens x beam {request.beam} is "
+                                    f"{tokens * request.beam}; at most {max_work} per request "
+                                    "(send fewer or shorter sentences, or a smaller beam)")
     results = iter(await batcher.translate(sentences, request.beam, request.n_best))
     records, lines = [], []
     for line, (text, parts) in enumerate(zip(request.texts, per_line, strict=True)):
@@ -263,34 +83,100 @@ async def translate_request(batcher: RequestBatcher, request: TranslateRequest,
     return {"translations": records, "lines": lines}
 
 
+def source_tokens(translator: Translator, sentences: list[str]) -> int:
+    """How many subword tokens the source tokenizer makes of `sentences`, in all."""
+    import tensorflow as tf
+
+    pieces = translator.source_tokenizer.tokenize(tf.constant(sentences, dtype=tf.string))
+    return int(pieces.row_lengths().numpy().sum())
+
+
+async def until_disconnected(receive) -> None:
+    """Return when the client has gone away (call once the request body has been read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(receive, work):
+    """The result of awaiting `work`, which is cancelled (and its batcher job dropped) if the
+    client disconnects first; then `RequestError(499)` is raised (nobody reads the answer)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(until_disconnected(receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        raise RequestError(499, "the client disconnected before its answer was ready")
+    return task.result()
+
+
 # ---------------------------------------------------------------------- application
 def create_app(translators: Translator | dict[str, Translator],
-               limits: ServiceLimits = ServiceLimits(), batch_window: float = 0.01,
+               limits: ServiceLimits = DEFAULT_LIMITS, batch_window: float = 0.01,
                batching: bool = True, checkpoint: str | dict[str, str] = "",
-               warm_up: bool = True, ready_message: str | None = None):
+               warm_up: bool = True, ready_message: str | None = None,
+               hosts: Iterable[str] = LOOPBACK_NAMES):
     """The FastAPI application serving one translator or several by name (see the module
     docstring). The first one is the default of requests that name no `"model"`;
-    `checkpoint` is its run directory (a name -> directory dict with several models)."""
-    from contextlib import asynccontextmanager
-
+    `checkpoint` is its run directory (a name -> directory dict with several models).
+    Requests whose `Host` is not among `hosts` (`"*"`: any) get 400 (`nmt.http_guard`)."""
     from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse
     from fastapi.staticfiles import StaticFiles
-    from starlette.exceptions import HTTPException
 
     if isinstance(translators, Translator):
         translators = {translators.name: translators}
     paths = checkpoint if isinstance(checkpoint, dict) else {next(iter(translators)): checkpoint}
     names = tuple(translators)
     batchers = {name: RequestBatcher(t, window=batch_window, max_batch=limits.max_sentences,
-                                     enabled=batching) for name, t in translators.items()}
-    infos = {name: _model_info(t, limits, paths.get(name, "")) for name, t in translators.items()}
-    info = {**infos[names[0]], "default_model": names[0],
-            "models": [{"name": name, "source_language": i["config"]["data"]["src"],
-                        "target_language": i["config"]["data"]["tgt"], **i}
-                       for name, i in infos.items()]}
-    batcher = batchers[names[0]]
+                                     enabled=batching, max_queue=limits.max_queue)
+                for name, t in translators.items()}
+    info = _service_info(translators, limits, paths)
+
+    # No Swagger UI: it loads from a CDN, and everything served here must work offline.
+    app = FastAPI(title="nmt translation service", docs_url=None, redoc_url=None,
+                  lifespan=_lifespan(translators, batchers, limits, warm_up, ready_message))
+    app.state.batcher, app.state.batchers = batchers[names[0]], batchers
+    app.add_middleware(GuardMiddleware, hosts=frozenset(hosts))
+    _add_error_handlers(app)
+
+    @app.api_route("/health", methods=["GET", "HEAD"])
+    async def health():
+        return {"status": "ok", "model_loaded": True, "checkpoint": info["checkpoint"],
+                "score": info["config"]["model"]["score"],
+                "attention_mode": info["config"]["model"]["attention_mode"],
+                "models": list(names)}
+
+    @app.get("/info")
+    async def model_info():
+        return info
+
+    @app.post("/translate", openapi_extra=_translate_schema(limits))
+    async def translate(request: Request):
+        body = await _read_limited(request, limits.max_body_bytes, limits.body_timeout)
+        asked = parse_body(body, limits, names)
+        model = asked.model or names[0]
+        start = time.perf_counter()
+        answer = await _answer(request, batchers[model], asked,
+                               translators[model].config.data.src, limits.max_work)
+        return {"checkpoint": model, "model": model, "beam": asked.beam,
+                "milliseconds": round(1000 * (time.perf_counter() - start), 1), **answer}
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def page():
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    return app
+
+
+def _lifespan(translators: dict[str, Translator], batchers: dict[str, RequestBatcher],
+              limits: ServiceLimits, warm_up: bool, ready_message: str | None):
+    """Load and trace before the first request; start and stop the batchers."""
+    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app):
@@ -305,58 +191,58 @@ def create_app(translators: Translator | dict[str, Translator],
         yield
         for each in batchers.values():
             await each.stop()
+    return lifespan
 
-    # No Swagger UI: it loads from a CDN, and everything served here must work offline.
-    app = FastAPI(title="nmt translation service", lifespan=lifespan, docs_url=None,
-                  redoc_url=None)
-    app.state.batcher, app.state.batchers = batcher, batchers
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": {"status": status, "message": message}}, status)
+async def _answer(request, batcher: RequestBatcher, asked: TranslateRequest, language: str,
+                  max_work: int) -> dict:
+    """`translate_request` for an HTTP request: dropped when its client disconnects, and
+    the batcher's refusals turned into `RequestError`s (422, or 503 with `Retry-After`)."""
+    try:
+        return await unless_disconnected(request.receive, translate_request(
+            batcher, asked, language, max_work))
+    except NmtError as exc:
+        raise RequestError(422, str(exc)) from None
+    except QueueFull as exc:
+        raise RequestError(503, f"{exc}; try again in a second",
+                           {"Retry-After": "1"}) from None
+
+
+def _add_error_handlers(app) -> None:
+    """Answer every refused request in one JSON shape, with one log line each."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import Response
+    from starlette.exceptions import HTTPException
+
+    def error(request, status: int, message: str, headers: dict | None = None) -> Response:
+        client = request.client.host if request.client else "?"
+        logger.warning("%s %s from %s: %d %s", request.method, request.url.path, client,
+                       status, message[:200])
+        return Response(error_body(status, message), status, headers,
+                        media_type="application/json")
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc):  # 404, 405 and friends, in the same JSON shape
-        return error(exc.status_code, str(exc.detail))
+        return error(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc):
-        return error(422, str(exc.errors()))
+        return error(request, 422, str(exc.errors()))
 
     @app.exception_handler(RequestError)
     async def request_error(request, exc: RequestError):
-        return error(exc.status, exc.message)
+        return error(request, exc.status, exc.message, exc.headers)
 
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "model_loaded": True, "checkpoint": info["checkpoint"],
-                "score": info["config"]["model"]["score"],
-                "attention_mode": info["config"]["model"]["attention_mode"],
-                "models": list(names)}
 
-    @app.get("/info")
-    async def model_info():
-        return info
-
-    @app.post("/translate", openapi_extra=_translate_schema(limits))
-    async def translate(request: Request):
-        body = await _read_limited(request, limits.max_body_bytes)
-        asked = parse_body(body, limits, names)
-        model = asked.model or names[0]
-        start = time.perf_counter()
-        try:
-            answer = await translate_request(batchers[model], asked,
-                                             translators[model].config.data.src)
-        except NmtError as exc:
-            raise RequestError(422, str(exc)) from None
-        return {"checkpoint": model, "model": model, "beam": asked.beam,
-                "milliseconds": round(1000 * (time.perf_counter() - start), 1), **answer}
-
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
-
-    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
-    return app
+def _service_info(translators: dict[str, Translator], limits: ServiceLimits,
+                  paths: dict[str, str]) -> dict:
+    """`GET /info`: the default model at the top level and every served one in `models`."""
+    infos = {name: _model_info(t, limits, paths.get(name, "")) for name, t in translators.items()}
+    default = next(iter(translators))
+    return {**infos[default], "default_model": default,
+            "models": [{"name": name, "source_language": i["config"]["data"]["src"],
+                        "target_language": i["config"]["data"]["tgt"], **i}
+                       for name, i in infos.items()]}
 
 
 def _translate_schema(limits: ServiceLimits) -> dict:
@@ -379,9 +265,10 @@ def _translate_schema(limits: ServiceLimits) -> dict:
         "schema": schema, "example": {"text": "Ein Mann fährt Fahrrad.", "beam": 5}}}}}
 
 
-async def _read_limited(request, limit: int) -> bytes:
+async def _read_limited(request, limit: int, timeout: float) -> bytes:
     """The request body, refusing (413) as soon as it passes `limit` bytes, so that a huge
-    or endless body is never held in memory whole."""
+    or endless body is never held in memory whole, and (408) when it has not all arrived
+    `timeout` seconds after the headers."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -389,11 +276,16 @@ async def _read_limited(request, limit: int) -> bytes:
         if int(declared) > limit:
             raise RequestError(413, f"request body is over {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"request body is over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(413, f"request body is over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(408, f"the request body did not arrive within {timeout:g} s",
+                           {"Connection": "close"}) from None
     return b"".join(chunks)
 
 
@@ -421,14 +313,20 @@ def _model_info(translator: Translator, limits: ServiceLimits, checkpoint: str) 
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS
+    return host in LOOPBACK_NAMES
 
 
 def serve(translators: Translator | dict[str, Translator], host: str = "127.0.0.1",
-          port: int = 8000, limits: ServiceLimits = ServiceLimits(),
+          port: int = 8000, limits: ServiceLimits = DEFAULT_LIMITS,
           batch_window: float = 0.01, batching: bool = True,
-          checkpoints: str | dict[str, str] = "", log_level: str = "warning") -> None:
-    """Run the service until SIGINT/SIGTERM (uvicorn finishes open requests, then exits)."""
+          checkpoints: str | dict[str, str] = "", log_level: str = "warning",
+          allow_hosts: Iterable[str] = ()) -> None:
+    """Run the service until SIGINT/SIGTERM (uvicorn finishes open requests, then exits).
+
+    Requests must name in `Host` a loopback name, `host` or one of `allow_hosts`. uvicorn's
+    `limit_concurrency` (`limits.max_connections`; beyond it: 503) and `timeout_keep_alive`
+    (5 s) apply, and `nmt.http_guard.guarded_protocol` adds the header deadline and the
+    per-address connection cap."""
     if isinstance(translators, Translator):
         translators = {translators.name: translators}
     try:
@@ -438,9 +336,12 @@ def serve(translators: Translator | dict[str, Translator], host: str = "127.0.0.
     shown = f"[{host}]" if ":" in host else host
     app = create_app(translators, limits, batch_window, batching, checkpoints,
                      ready_message=f"serving {', '.join(translators)} on "
-                                   f"http://{shown}:{port}/ (Ctrl-C stops)")
+                                   f"http://{shown}:{port}/ (Ctrl-C stops)",
+                     hosts=allowed_hosts(host, allow_hosts))
+    protocol = guarded_protocol(limits.header_timeout, limits.max_connections_per_client)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            limit_concurrency=1000, timeout_graceful_shutdown=10)
+                            http=protocol, limit_concurrency=limits.max_connections,
+                            timeout_keep_alive=5, timeout_graceful_shutdown=10)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-sends the signal to the
     # process; with these no-op handlers behind its own, that ends in a clean exit (status 0).
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT,

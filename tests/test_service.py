@@ -160,9 +160,11 @@ def request(url: str, method: str = "GET", data: bytes | None = None,
         return error.code, json.loads(error.read())
 
 
+JSON_TYPE = {"Content-Type": "application/json"}
+
+
 def post(url: str, payload) -> tuple[int, dict]:
-    return request(url + "/translate", "POST", body(payload),
-                   {"Content-Type": "application/json"})
+    return request(url + "/translate", "POST", body(payload), JSON_TYPE)
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +294,7 @@ def test_bad_requests_get_json_errors(server, payload, status, fragment):
 
 def test_malformed_bodies_and_methods(server):
     for raw, status in [(b'{"text": "Hal', 400), (b"\xc3\x28\xa0\xa1", 400)]:
-        got, answer = request(server + "/translate", "POST", raw)
+        got, answer = request(server + "/translate", "POST", raw, JSON_TYPE)
         assert got == status and answer["error"]["status"] == status
     got, answer = request(server + "/translate")
     assert got == 405 and answer["error"]["status"] == 405
@@ -304,6 +306,7 @@ def test_oversized_bodies_are_refused_before_being_read(server):
     host, port = server.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     connection.putrequest("POST", "/translate")
+    connection.putheader("Content-Type", "application/json")
     connection.putheader("Content-Length", str(10 * 1024 * 1024))
     connection.endheaders()
     connection.send(b'{"text": "')  # the rest is never sent: the server must not wait for it
@@ -313,7 +316,8 @@ def test_oversized_bodies_are_refused_before_being_read(server):
     # A chunked body without Content-Length is counted as it arrives.
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     chunks = (b"x" * 65536 for _ in range(8))
-    connection.request("POST", "/translate", body=chunks, encode_chunked=True)
+    connection.request("POST", "/translate", body=chunks, headers=JSON_TYPE,
+                       encode_chunked=True)
     response = connection.getresponse()
     assert response.status == 413
     connection.close()
@@ -324,7 +328,8 @@ def test_oversized_bodies_are_refused_before_being_read(server):
 def test_a_stalled_client_does_not_block_others(server):
     host, port = server.removeprefix("http://").split(":")
     stalled = socket.create_connection((host, int(port)), timeout=30)
-    stalled.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"te")
+    stalled.sendall(b"POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"te")
     try:
         status, answer = post(server, {"text": SENTENCES[1]})
         assert status == 200 and answer["translations"][0]["translation"]

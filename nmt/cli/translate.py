@@ -113,6 +113,23 @@ def build_serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes)
     parser.add_argument("--beam", type=int, default=limits.default_beam,
                         help="beam size when a request gives none")
+    guard = parser.add_argument_group("reliability (see README: Reliability of serve)")
+    guard.add_argument("--max-work", type=int, default=limits.max_work,
+                       help="most source tokens x beam per request (over it: 413)")
+    guard.add_argument("--max-queue", type=int, default=limits.max_queue,
+                       help="most requests waiting for the decoder (beyond: 503, Retry-After)")
+    guard.add_argument("--header-timeout", type=float, default=limits.header_timeout,
+                       help="seconds a client has to send its request headers")
+    guard.add_argument("--body-timeout", type=float, default=limits.body_timeout,
+                       help="seconds a client has to send its request body (then 408)")
+    guard.add_argument("--max-connections-per-client", type=int,
+                       default=limits.max_connections_per_client,
+                       help="most open connections of one client address")
+    guard.add_argument("--max-connections", type=int, default=limits.max_connections,
+                       help="most open connections in all (beyond: 503)")
+    guard.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests whose Host header names NAME (repeatable; "
+                            "'*': any); loopback names and --host are always allowed")
     return parser
 
 
@@ -123,13 +140,22 @@ def serve_main(argv: list[str]) -> int:
     args = build_serve_parser().parse_args(argv)
     if not 1 <= args.port <= 65535:
         raise NmtError(f"--port must be from 1 to 65535, received {args.port}")
-    for name in ("max_sentences", "max_chars", "max_body_bytes", "beam"):
+    for name in ("max_sentences", "max_chars", "max_body_bytes", "beam", "max_work",
+                 "max_queue", "max_connections_per_client", "max_connections"):
         if getattr(args, name) < 1:
             raise NmtError(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("header_timeout", "body_timeout"):
+        if not 0 < getattr(args, name) < float("inf"):
+            raise NmtError(f"--{name.replace('_', '-')} must be a positive number of seconds, "
+                           f"received {getattr(args, name)}")
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, max_sentences=args.max_sentences,
                            max_sentence_chars=args.max_chars,
                            max_beam=max(ServiceLimits.max_beam, args.beam),
-                           default_beam=args.beam)
+                           default_beam=args.beam, max_work=args.max_work,
+                           max_queue=args.max_queue, header_timeout=args.header_timeout,
+                           body_timeout=args.body_timeout,
+                           max_connections_per_client=args.max_connections_per_client,
+                           max_connections=args.max_connections)
     warning = check_host(args.host)
     if warning:
         print(warning, file=sys.stderr)
@@ -143,7 +169,7 @@ def serve_main(argv: list[str]) -> int:
                            "with different names")
         translators[translator.name] = translator
     serve(translators, args.host, args.port, limits, args.batch_window_ms / 1000.0,
-          batching=not args.no_batching,
+          batching=not args.no_batching, allow_hosts=args.allow_host,
           checkpoints={t.name: str(d) for t, d in zip(translators.values(), directories,
                                                        strict=True)})
     return 0
