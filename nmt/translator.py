@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from nmt.config import DEFAULT_LENGTH_PENALTY, Config
+from nmt.config import DEFAULT_LENGTH_PENALTY, Config, check_search_options
 from nmt.decoding import beam_search, greedy_search
 from nmt.errors import CheckpointError, NmtError
 from nmt.model import Seq2Seq
@@ -27,6 +27,7 @@ from nmt.rundir import (
     TARGET_TOKENIZER_FILE,
     missing_files,
 )
+from nmt.sentences import is_blank
 from nmt.shipped import find_model
 from nmt.tokenizer import EOS_ID, PAD_ID, SubwordTokenizer
 
@@ -103,6 +104,7 @@ class Translator:
         """Decode a padded id batch [batch, ts]; outputs have a beam axis [batch, beam, ...]."""
         if beam < 1:
             raise NmtError(f"beam size must be >= 1, received {beam}")
+        check_search_options(alpha, max_length_ratio)
         source = tf.convert_to_tensor(source, tf.int32)
         # Each sentence's limit depends on its own length only, not on its batch mates.
         own_lengths = np.count_nonzero(source.numpy() != PAD_ID, axis=1)
@@ -193,7 +195,7 @@ class Translator:
         }
 
     def _translation(self, text, source_length, output, strings, row, truncated) -> Translation:
-        if not text.strip():  # an empty line stays an empty line
+        if is_blank(text):  # an empty line (or one of NULs, zero-width spaces) stays empty
             return Translation(text, "", [], [], np.zeros((0, 0)), 0.0, 0.0, truncated)
         length = int(output["lengths"][row, 0])
         texts, scores = strings["texts"][row], output["scores"][row]
