@@ -12,6 +12,7 @@ everything a resumed run needs:
     metrics.json         per-epoch figures, the best epoch, wall time, why training stopped
     resume/              tf.train.CheckpointManager: model + optimizer + epoch, for --resume
     logs/                TensorBoard
+    .lock                held by the training that writes here (`nmt.locking`)
 
 A shipped model (`nmt.release`, under `checkpoints/`) keeps the first four files and
 `metrics.json`. A run of the attention study adds its `result.json` (`nmt.study_runs`).
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from nmt.errors import CheckpointError
 from nmt.files import atomic_write_text
+from nmt.locking import LOCK_FILE  # noqa: F401 (a run directory's lock, named here too)
 
 CONFIG_FILE = "config.json"
 SOURCE_TOKENIZER_FILE = "source.model"

@@ -58,6 +58,7 @@ from nmt.distribute import (
     weights_fingerprint,
 )
 from nmt.errors import ConfigError, DataError
+from nmt.locking import folder_lock
 from nmt.metrics_record import RunMetrics
 from nmt.model import Seq2Seq
 from nmt.pipeline import make_dataset
@@ -165,16 +166,19 @@ def train(config: Config, run_dir: str | Path, progress: bool = True,
     """Train (or resume) the run in `run_dir`; returns the final metrics dict.
 
     `strategy`: a tf.distribute strategy from `nmt.distribute.make_strategy` (None: one
-    device). Only the chief reads and writes `run_dir`; other workers return {}.
+    device). Only the chief reads and writes `run_dir`, holding its lock (`nmt.locking`:
+    a second training on it raises BusyError); other workers return {}.
     """
     _check_strategy_options(config, strategy)
-    chief = is_chief(strategy)
-    scratch = None if chief else Path(tempfile.mkdtemp(prefix="nmt-worker-"))
+    if is_chief(strategy):
+        with folder_lock(run_dir, "run directory", "wait until that training ends, or give "
+                         "another --run-dir"):
+            return _train(config, Path(run_dir), progress, strategy, None)
+    scratch = Path(tempfile.mkdtemp(prefix="nmt-worker-"))
     try:
         return _train(config, Path(run_dir), progress, strategy, scratch)
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(config: Config, run_dir: Path, progress: bool,
