@@ -40,10 +40,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import numpy as np  # noqa: E402
 
 from nmt.errors import NmtError  # noqa: E402
-from nmt.files import atomic_path, atomic_write_text  # noqa: E402
+from nmt.files import atomic_write_text  # noqa: E402
 from nmt.locking import folder_lock  # noqa: E402
 from nmt.machine import machine_facts  # noqa: E402
-from nmt.rundir import BEST_WEIGHTS_FILE, TOKENIZER_FILES  # noqa: E402
+from nmt.rundir import BEST_WEIGHTS_FILE, TOKENIZER_FILES, checked_write  # noqa: E402
 from nmt.study_report import write_report  # noqa: E402
 from nmt.study_runs import (  # noqa: E402
     DEFAULT_BUDGET,
@@ -83,7 +83,7 @@ def share_tokenizers(study_dir: Path, run_dir: Path, specs: Sequence[RunSpec]) -
         if donor != run_dir and all((donor / name).is_file() for name in TOKENIZER_FILES):
             run_dir.mkdir(parents=True, exist_ok=True)
             for name in TOKENIZER_FILES:
-                with atomic_path(run_dir / name) as temporary:
+                with checked_write(run_dir, name) as temporary:
                     shutil.copyfile(donor / name, temporary)
             logger.info("%s: reusing the tokenizers of %s", run_dir.name, spec.name)
             return

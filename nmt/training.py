@@ -69,6 +69,7 @@ from nmt.rundir import (
     SOURCE_TOKENIZER_FILE,
     TARGET_TOKENIZER_FILE,
     read_metrics,
+    remove_leftovers,
 )
 from nmt.training_data import (
     CORPUS_LOCATION,
@@ -239,8 +240,11 @@ def open_run(config: Config, run_dir: Path) -> tuple[Config, PreparedData]:
     """The chief's first step: create or reopen `run_dir` and prepare the data.
 
     Returns the run's config (a resumed run keeps its saved one, see `_resumed_config`)
-    with the tokenizers' vocabulary sizes, validated once and saved as config.json."""
+    with the tokenizers' vocabulary sizes, validated once and saved as config.json. What a
+    killed earlier process left half written is deleted first (`nmt.rundir.remove_leftovers`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in remove_leftovers(run_dir):
+        logger.info("removed %s, left by an interrupted write", leftover)
     saved = run_dir / CONFIG_FILE
     if saved.exists():
         config = _resumed_config(Config.load(saved), config)

@@ -25,7 +25,9 @@ from nmt.rundir import (
     MODEL_FILES,
     SOURCE_TOKENIZER_FILE,
     TARGET_TOKENIZER_FILE,
+    TOKENIZER_FILES,
     missing_files,
+    verify_checksums,
 )
 from nmt.sentences import is_blank
 from nmt.shipped import find_model
@@ -81,13 +83,16 @@ class Translator:
     @classmethod
     def load(cls, run_dir: str | Path, weights: str = BEST_WEIGHTS_FILE) -> Translator:
         """Rebuild the model from `run_dir` (config, tokenizers and weights; `nmt.rundir`):
-        a run directory, or the name of a shipped model such as "de-en" (`nmt.shipped`)."""
+        a run directory, or the name of a shipped model such as "de-en" (`nmt.shipped`).
+        Weights and tokenizers are checked against the run's checksums.json first (a
+        damaged file raises CheckpointError naming it)."""
         run_dir = find_model(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {run_dir}")
         missing = missing_files(run_dir, (*MODEL_FILES, weights))
         if missing:
             raise CheckpointError(f"checkpoint {run_dir} is incomplete: {missing[0]} is missing")
+        verify_checksums(run_dir, (*TOKENIZER_FILES, weights))
         config = Config.load(run_dir / CONFIG_FILE)
         model = Seq2Seq(config.model)
         model.build()
