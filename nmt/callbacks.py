@@ -22,11 +22,18 @@ import tensorflow as tf
 
 from nmt.averaging import WeightAverage
 from nmt.distribute import ChiefBroadcast
+from nmt.errors import StorageError
 from nmt.evaluation import corpus_scores
-from nmt.files import atomic_path
+from nmt.files import check_free_space, disk_is_full, storage_errors
 from nmt.metrics_record import RunMetrics, epoch_record, scalar
 from nmt.model import Seq2Seq
-from nmt.rundir import BEST_WEIGHTS_FILE, LAST_WEIGHTS_FILE, RESUME_DIR
+from nmt.rundir import (
+    BEST_WEIGHTS_FILE,
+    LAST_WEIGHTS_FILE,
+    RESUME_DIR,
+    checked_write,
+    remove_leftovers,
+)
 from nmt.translator import Translator
 
 logger = logging.getLogger(__name__)
@@ -131,6 +138,7 @@ class ResumePoint:
     checkpoint: tf.train.Checkpoint
     epoch: tf.Variable  # int64 scalar: epochs finished
     manager: tf.train.CheckpointManager | None
+    size: int = 0  # bytes of the variables it saves (the free space a save checks for)
 
     @classmethod
     def create(cls, model: keras.Model, average: WeightAverage | None,
@@ -141,7 +149,8 @@ class ResumePoint:
                                          **extra)
         manager = (tf.train.CheckpointManager(checkpoint, folder, max_to_keep=1)
                    if folder is not None else None)
-        return cls(checkpoint, epoch, manager)
+        size = variables_bytes([*model.weights, *model.optimizer.variables])
+        return cls(checkpoint, epoch, manager, size)
 
     def save(self, epoch: int, folder: Path | None = None) -> None:
         """Record that 0-based `epoch` is finished and save; with `folder`, into a
@@ -150,7 +159,18 @@ class ResumePoint:
         manager = self.manager
         if folder is not None:
             manager = tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=1)
-        manager.save(checkpoint_number=epoch + 1)
+        where = Path(manager.directory)
+        what = f"the resume checkpoint in {where}"
+        check_free_space(where.parent, self.size, what)
+        try:
+            with storage_errors(what):
+                manager.save(checkpoint_number=epoch + 1)
+        except Exception as error:
+            remove_leftovers(where.parent)  # no half-written ckpt-N_temp stays behind
+            if isinstance(error, tf.errors.OpError) and disk_is_full(error.message):
+                raise StorageError(f"cannot write {what}: the disk is full; free some space "
+                                   "and run it again") from error
+            raise
 
 
 class RunKeeper(keras.callbacks.Callback):
@@ -226,13 +246,26 @@ class SharedValidation(keras.callbacks.Callback):
 
 
 def save_weights(model: keras.Model, path: Path) -> None:
-    """Model weights only (no optimizer state), written to a temporary name then renamed."""
+    """Model weights only (no optimizer state), written to a temporary name then renamed,
+    with their SHA-256 in the run's checksums.json (`nmt.rundir.checked_write`).
+
+    Raises:
+        StorageError: not enough free space, or a full, read-only or forbidden disk.
+    """
     # A compiled model's save_weights also stores Adam's moments (3x the size), so copy
     # the weights into an uncompiled twin and save that.
     twin = weights_twin(model)
     twin.set_weights(model.get_weights())
-    with atomic_path(path, suffix=".weights.h5") as temporary:
+    # HDF5 out of space has crashed the process (exit 139): check the space first.
+    check_free_space(path.parent, variables_bytes(twin.weights), path.name)
+    with storage_errors(path), checked_write(path.parent, path.name,
+                                             suffix=".weights.h5") as temporary:
         twin.save_weights(temporary)
+
+
+def variables_bytes(variables: list) -> int:
+    """Bytes of the values of `variables` (about what a checkpoint of them takes)."""
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
 
 
 _TWINS: dict[int, keras.Model] = {}

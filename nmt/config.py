@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,31 @@ from nmt.files import atomic_write_text
 # replaced: 1.0 gave the best BLEU (39.47; 39.19 at 0.6, 39.03 at 1.4) and a higher chrF than
 # 0.6. The figures are that model's, not the current release's (see README and metrics.json).
 DEFAULT_LENGTH_PENALTY = 1.0
+# The longest translation is ceil(ratio x source tokens) + 5 steps, an int32 in the graph; at
+# this ratio a 200-token source may already run to 200,005 steps.
+MAX_LENGTH_RATIO = 1000.0
+
+
+def check_search_options(length_penalty: float, max_length_ratio: float,
+                         names: tuple[str, str] = ("length penalty", "max_length_ratio")
+                         ) -> None:
+    """Refuse decoding options that would decode nonsense (NaN, inf, an int32 overflow).
+
+    Args:
+        length_penalty: GNMT alpha, finite and >= 0.
+        max_length_ratio: longest translation per source token, in (0, MAX_LENGTH_RATIO].
+        names: how the caller calls the two options (the CLI: its flags).
+
+    Raises:
+        ConfigError: naming the option, what was expected and what was received.
+    """
+    penalty_name, ratio_name = names
+    if not math.isfinite(length_penalty) or length_penalty < 0:
+        raise ConfigError(f"{penalty_name} must be >= 0 and finite, received "
+                          f"{length_penalty}")
+    if not math.isfinite(max_length_ratio) or not 0 < max_length_ratio <= MAX_LENGTH_RATIO:
+        raise ConfigError(f"{ratio_name} must be > 0 and <= {MAX_LENGTH_RATIO:g}, received "
+                          f"{max_length_ratio}")
 
 LR_SCHEDULES = ("constant", "inverse_sqrt", "cosine")
 

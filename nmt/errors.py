@@ -17,3 +17,11 @@ class DataError(NmtError):
 
 class CheckpointError(NmtError):
     """A run directory that is missing or incomplete."""
+
+
+class StorageError(NmtError):
+    """A file that cannot be written: the disk is full, read-only or not ours to write."""
+
+
+class BusyError(NmtError):
+    """A run or study directory that another process is using (it holds the lock)."""

@@ -17,7 +17,13 @@ length limit fixed at export time, and detokenisation. It returns (a dict of ten
     attention       [batch, target_len, source_len]    float32, zero padded
 
 Blank (whitespace-only) sentences give an empty translation with no tokens, as the translator
-does. Loading needs only ``tensorflow`` and ``tensorflow_text`` (for the sentencepiece ops),
+does. The input must be valid UTF-8, and the graph does not check it: sentencepiece reads
+invalid bytes as unknown pieces and the model makes up a translation for them, so a client
+that may send other bytes must check (or decode) its text first. `translate.py` and the
+server take text that Python has decoded already; they also translate lines of control or
+zero-width characters as empty (`nmt.sentences.is_blank`), which the SavedModel does not.
+
+Loading needs only ``tensorflow`` and ``tensorflow_text`` (for the sentencepiece ops),
 not nmt. The export describes itself: ``loaded.model_info()`` returns the JSON also written to
 ``nmt_config.json`` next to ``saved_model.pb`` (model config, decoding settings, languages).
 

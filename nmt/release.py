@@ -1,10 +1,11 @@
 """Turn a training run into a shipped model directory: `python -m nmt.release RUN OUT`.
 
 A shipped model holds what translation needs and nothing else: `config.json`, the two
-sentencepiece models, `metrics.json` and `best.weights.h5`, whose float32 arrays are stored
+sentencepiece models, `metrics.json`, `best.weights.h5`, whose float32 arrays are stored
 as float16 (`--float32` keeps them): half the size, and `Translator.load` rebuilds the model
-in float32 as before (Keras casts each array on assignment). The model card (`README.md`)
-is written by hand. Pure h5py and the standard library (no TensorFlow).
+in float32 as before (Keras casts each array on assignment), and `checksums.json` with the
+SHA-256 of the weights and tokenizers, which `Translator.load` checks. The model card
+(`README.md`) is written by hand. Pure h5py and the standard library (no TensorFlow).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from nmt.rundir import (
     CONFIG_FILE,
     METRICS_FILE,
     MODEL_FILES,
+    TOKENIZER_FILES,
     missing_files,
+    record_checksums,
     weights_file,
 )
 
@@ -83,6 +86,7 @@ def release(run_dir: str | Path, out: str | Path, half: bool = True,
         if (out / CARD).is_file():
             shutil.copy2(out / CARD, temporary / CARD)
         copy_weights(run_dir / weights, temporary / WEIGHTS, np.float16 if half else None)
+        record_checksums(temporary, (*TOKENIZER_FILES, WEIGHTS))
         os.chmod(temporary, 0o755)  # mkdtemp makes it private; a release is for everyone
         for path in temporary.iterdir():
             os.chmod(path, 0o644)

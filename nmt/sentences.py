@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import unicodedata
 from collections.abc import Iterator, Sequence
 
 from sentence_splitter import SentenceSplitter, SentenceSplitterException
@@ -20,6 +21,17 @@ from sentence_splitter import SentenceSplitter, SentenceSplitterException
 logger = logging.getLogger(__name__)
 
 FALLBACK_LANGUAGE = "en"
+# Unicode categories that carry no text: control (NUL, ESC...), format (zero-width space and
+# joiners, BOM), and separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def is_blank(text: str) -> bool:
+    """True when `text` has nothing to translate: only white space, control characters
+    (NUL bytes...) or invisible ones (zero-width space, BOM). Such a line is translated as
+    an empty line instead of into a sentence the model invents."""
+    return all(character.isspace() or unicodedata.category(character) in _INVISIBLE
+               for character in text)
 
 
 @functools.cache
@@ -36,10 +48,10 @@ def _splitter(language: str) -> SentenceSplitter:
 def split_sentences(text: str, language: str) -> list[str]:
     """The sentences of one line of `language` text, stripped, in order.
 
-    An empty or blank line gives `[""]` (one empty sentence), so every input line has at
-    least one sentence and line counts are kept.
+    An empty or blank line (`is_blank`) gives `[""]` (one empty sentence), so every input
+    line has at least one sentence and line counts are kept.
     """
-    sentences = [s for s in _splitter(language).split(text) if s.strip()]
+    sentences = [s for s in _splitter(language).split(text) if not is_blank(s)]
     return sentences or [""]
 
 

@@ -40,9 +40,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import numpy as np  # noqa: E402
 
 from nmt.errors import NmtError  # noqa: E402
-from nmt.files import atomic_path, atomic_write_text  # noqa: E402
+from nmt.files import atomic_write_text  # noqa: E402
+from nmt.locking import folder_lock  # noqa: E402
 from nmt.machine import machine_facts  # noqa: E402
-from nmt.rundir import BEST_WEIGHTS_FILE, TOKENIZER_FILES  # noqa: E402
+from nmt.rundir import BEST_WEIGHTS_FILE, TOKENIZER_FILES, checked_write  # noqa: E402
 from nmt.study_report import write_report  # noqa: E402
 from nmt.study_runs import (  # noqa: E402
     DEFAULT_BUDGET,
@@ -82,7 +83,7 @@ def share_tokenizers(study_dir: Path, run_dir: Path, specs: Sequence[RunSpec]) -
         if donor != run_dir and all((donor / name).is_file() for name in TOKENIZER_FILES):
             run_dir.mkdir(parents=True, exist_ok=True)
             for name in TOKENIZER_FILES:
-                with atomic_path(run_dir / name) as temporary:
+                with checked_write(run_dir, name) as temporary:
                     shutil.copyfile(donor / name, temporary)
             logger.info("%s: reusing the tokenizers of %s", run_dir.name, spec.name)
             return
@@ -181,12 +182,22 @@ def _example(index: int, reference: str, translation: Translation) -> dict:
 
 def run_study(settings: StudySettings, study_dir: str | Path, data_dir: str | None = None,
               progress: bool = True) -> list[RunSpec]:
-    """Train and evaluate every run that is not finished yet; returns the full plan."""
+    """Train and evaluate every run that is not finished yet; returns the full plan.
+
+    The study directory is locked meanwhile (`nmt.locking`): a second study on it raises
+    BusyError naming the first."""
     study_dir = Path(study_dir)
     if data_dir is not None and not Path(data_dir).is_dir():
         raise NmtError(f"--data-dir {data_dir}: no such directory")
-    study_dir.mkdir(parents=True, exist_ok=True)
-    write_study(study_dir, settings, data_dir)
+    with folder_lock(study_dir, "study directory", "wait until that study ends, or give "
+                     "another --study-dir"):
+        write_study(study_dir, settings, data_dir)
+        return _run_planned(settings, study_dir, data_dir, progress)
+
+
+def _run_planned(settings: StudySettings, study_dir: Path, data_dir: str | None,
+                 progress: bool) -> list[RunSpec]:
+    """`run_study`'s loop, under the study directory's lock."""
     test: EvaluationSet | None = None
     total = len(settings.scores) + settings.hard_top
     done: list[RunSpec] = []

@@ -58,6 +58,7 @@ from nmt.distribute import (
     weights_fingerprint,
 )
 from nmt.errors import ConfigError, DataError
+from nmt.locking import LOCK_FILE, folder_lock
 from nmt.metrics_record import RunMetrics
 from nmt.model import Seq2Seq
 from nmt.pipeline import make_dataset
@@ -68,6 +69,7 @@ from nmt.rundir import (
     SOURCE_TOKENIZER_FILE,
     TARGET_TOKENIZER_FILE,
     read_metrics,
+    remove_leftovers,
 )
 from nmt.training_data import (
     CORPUS_LOCATION,
@@ -165,16 +167,19 @@ def train(config: Config, run_dir: str | Path, progress: bool = True,
     """Train (or resume) the run in `run_dir`; returns the final metrics dict.
 
     `strategy`: a tf.distribute strategy from `nmt.distribute.make_strategy` (None: one
-    device). Only the chief reads and writes `run_dir`; other workers return {}.
+    device). Only the chief reads and writes `run_dir`, holding its lock (`nmt.locking`:
+    a second training on it raises BusyError); other workers return {}.
     """
     _check_strategy_options(config, strategy)
-    chief = is_chief(strategy)
-    scratch = None if chief else Path(tempfile.mkdtemp(prefix="nmt-worker-"))
+    if is_chief(strategy):
+        with folder_lock(run_dir, "run directory", "wait until that training ends, or give "
+                         "another --run-dir"):
+            return _train(config, Path(run_dir), progress, strategy, None)
+    scratch = Path(tempfile.mkdtemp(prefix="nmt-worker-"))
     try:
         return _train(config, Path(run_dir), progress, strategy, scratch)
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(config: Config, run_dir: Path, progress: bool,
@@ -231,13 +236,21 @@ def _check_strategy_options(config: Config, strategy: tf.distribute.Strategy | N
                           "outside the strategy's replicas; train without one of the two")
 
 
+def is_fresh(run_dir: Path) -> bool:
+    """Whether `run_dir` holds nothing yet but the lock file `train` has just taken."""
+    return not run_dir.exists() or all(path.name == LOCK_FILE for path in run_dir.iterdir())
+
+
 def open_run(config: Config, run_dir: Path) -> tuple[Config, PreparedData]:
     """The chief's first step: create or reopen `run_dir` and prepare the data.
 
     Returns the run's config (a resumed run keeps its saved one, see `_resumed_config`)
-    with the tokenizers' vocabulary sizes, validated once and saved as config.json."""
-    fresh = not run_dir.exists()
+    with the tokenizers' vocabulary sizes, validated once and saved as config.json. What a
+    killed earlier process left half written is deleted first (`nmt.rundir.remove_leftovers`)."""
+    fresh = is_fresh(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in remove_leftovers(run_dir):
+        logger.info("removed %s, left by an interrupted write", leftover)
     saved = run_dir / CONFIG_FILE
     if saved.exists():
         config = _resumed_config(Config.load(saved), config)

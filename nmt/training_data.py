@@ -27,7 +27,7 @@ from nmt.pipeline import (
     make_sampled_dataset,
     tokenize_corpus,
 )
-from nmt.rundir import SOURCE_TOKENIZER_FILE, TARGET_TOKENIZER_FILE
+from nmt.rundir import SOURCE_TOKENIZER_FILE, TARGET_TOKENIZER_FILE, record_checksums
 from nmt.tokenizer import SubwordTokenizer, train_sentencepiece
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def prepare_data(config: Config, run_dir: Path, text_from: DataConfig | None = N
         path = run_dir / name
         if not path.exists():
             train_sentencepiece(lines, path, size, seed=config.train.seed)
+            record_checksums(run_dir, [name])
         tokenizers.append(SubwordTokenizer.load(path))
     source_tokenizer, target_tokenizer = tokenizers
     max_length = config.data.max_length

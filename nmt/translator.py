@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from nmt.config import DEFAULT_LENGTH_PENALTY, Config
+from nmt.config import DEFAULT_LENGTH_PENALTY, Config, check_search_options
 from nmt.decoding import beam_search, greedy_search
 from nmt.errors import CheckpointError, NmtError
 from nmt.model import Seq2Seq
@@ -25,8 +25,11 @@ from nmt.rundir import (
     MODEL_FILES,
     SOURCE_TOKENIZER_FILE,
     TARGET_TOKENIZER_FILE,
+    TOKENIZER_FILES,
     missing_files,
+    verify_checksums,
 )
+from nmt.sentences import is_blank
 from nmt.shipped import find_model
 from nmt.tokenizer import EOS_ID, PAD_ID, SubwordTokenizer
 
@@ -80,13 +83,16 @@ class Translator:
     @classmethod
     def load(cls, run_dir: str | Path, weights: str = BEST_WEIGHTS_FILE) -> Translator:
         """Rebuild the model from `run_dir` (config, tokenizers and weights; `nmt.rundir`):
-        a run directory, or the name of a shipped model such as "de-en" (`nmt.shipped`)."""
+        a run directory, or the name of a shipped model such as "de-en" (`nmt.shipped`).
+        Weights and tokenizers are checked against the run's checksums.json first (a
+        damaged file raises CheckpointError naming it)."""
         run_dir = find_model(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {run_dir}")
         missing = missing_files(run_dir, (*MODEL_FILES, weights))
         if missing:
             raise CheckpointError(f"checkpoint {run_dir} is incomplete: {missing[0]} is missing")
+        verify_checksums(run_dir, (*TOKENIZER_FILES, weights))
         config = Config.load(run_dir / CONFIG_FILE)
         model = Seq2Seq(config.model)
         model.build()
@@ -103,6 +109,7 @@ class Translator:
         """Decode a padded id batch [batch, ts]; outputs have a beam axis [batch, beam, ...]."""
         if beam < 1:
             raise NmtError(f"beam size must be >= 1, received {beam}")
+        check_search_options(alpha, max_length_ratio)
         source = tf.convert_to_tensor(source, tf.int32)
         # Each sentence's limit depends on its own length only, not on its batch mates.
         own_lengths = np.count_nonzero(source.numpy() != PAD_ID, axis=1)
@@ -193,7 +200,7 @@ class Translator:
         }
 
     def _translation(self, text, source_length, output, strings, row, truncated) -> Translation:
-        if not text.strip():  # an empty line stays an empty line
+        if is_blank(text):  # an empty line (or one of NULs, zero-width spaces) stays empty
             return Translation(text, "", [], [], np.zeros((0, 0)), 0.0, 0.0, truncated)
         length = int(output["lengths"][row, 0])
         texts, scores = strings["texts"][row], output["scores"][row]

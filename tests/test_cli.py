@@ -3,7 +3,9 @@ failures before TensorFlow loads; a progress bar only where a person watches."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +128,60 @@ def test_bad_arguments_fail_in_one_line_before_tensorflow_loads(tmp_path):
         assert result.stdout == "False\n", (args, result.stdout, result.stderr)
         assert_clean_error(result.returncode, "", result.stderr, *fragments)
     assert (tmp_path / "in.de").read_text(encoding="utf-8") == "Ein Hund.\n"  # never written
+
+
+@pytest.mark.parametrize("options", [
+    ["--length-penalty", "nan"], ["--length-penalty", "inf"], ["--max-length-ratio", "nan"],
+    ["--max-length-ratio", "-1"], ["--max-length-ratio", "1e9"], ["--max-length-ratio", "inf"]])
+def test_non_finite_or_overflowing_search_options_are_refused(capsys, options):
+    code, out, err = run_cli(capsys, *options, "Ein Hund.")
+    assert_clean_error(code, out, err, options[0], "received")
+
+
+def test_a_negative_batch_size_is_refused_on_standard_input_too(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Ein Hund rennt.\n"))
+    code, out, err = run_cli(capsys, "--batch-size", "-1")
+    assert_clean_error(code, out, err, "--batch-size must be at least 1, received -1")
+
+
+@pytest.mark.parametrize("link", [os.link, os.symlink])
+def test_output_that_is_the_input_under_another_name_is_refused(capsys, tmp_path, link):
+    source = tmp_path / "in.de"
+    source.write_text("Ein Hund.\nEine Katze.\n", encoding="utf-8")
+    other_name = tmp_path / "same.de"
+    link(source, other_name)
+    for output in (other_name, tmp_path / "." / "in.de"):
+        code, out, err = run_cli(capsys, "-i", source, "-o", output)
+        assert_clean_error(code, out, err, "is the input file", "refusing")
+    assert source.read_text(encoding="utf-8") == "Ein Hund.\nEine Katze.\n"
+
+
+def test_a_failure_after_translation_starts_keeps_input_and_output(capsys, tmp_path):
+    source, output = tmp_path / "in.de", tmp_path / "out.en"
+    lines = "".join(f"Ein Hund rennt {number} Mal.\n" for number in range(20))
+    source.write_text(lines, encoding="utf-8")
+    output.write_text("an earlier translation\n", encoding="utf-8")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    # The heatmaps' folder cannot be made (its parent is a file): fails at the first plot.
+    code, out, err = run_cli(capsys, "--model", "de-en", "--beam", 1, "-i", source, "-o",
+                             output, "--plot-dir", blocker / "plots")
+    assert_clean_error(code, out, err, "cannot write", "a-file")
+    assert source.read_text(encoding="utf-8") == lines
+    assert output.read_text(encoding="utf-8") == "an earlier translation\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file", "in.de", "out.en"]
+
+
+def test_lines_of_control_or_invisible_characters_translate_as_empty_lines(capsys, tmp_path):
+    source = tmp_path / "in.de"
+    source.write_text("\x00\x00\x00\n\u200b\u200b\ufeff\nEin Hund rennt.\n\x1b\u2060 \n",
+                      encoding="utf-8")
+    for split in ([], ["--no-split"]):
+        code, out, err = run_cli(capsys, "--model", "de-en", "--beam", 1, "-i", source, *split)
+        assert code == 0, err
+        empty, invisible, dog, control = out.split("\n")[:4]
+        assert (empty, invisible, control) == ("", "", "")
+        assert dog.lower().startswith("a dog")
 
 
 def test_an_unknown_plot_format_is_refused_by_argparse(capsys):

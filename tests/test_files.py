@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
+from nmt import files
 from nmt.files import atomic_path, atomic_write_bytes, atomic_write_text
 
 
@@ -54,3 +58,35 @@ def test_text_and_bytes_helpers_write_atomically(tmp_path):
     atomic_write_bytes(tmp_path / "b.model", b"\x00\x01")
     assert (tmp_path / "b.model").read_bytes() == b"\x00\x01"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b.model", "config.json"]
+
+
+def test_the_file_is_flushed_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        kind = "folder" if stat.S_ISDIR(os.fstat(descriptor).st_mode) else "file"
+        events.append(f"fsync {kind}")
+        real_fsync(descriptor)
+
+    def replace(source, destination):
+        events.append("rename")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "replace", replace)
+    atomic_write_text(target, "new")
+    assert events == ["fsync file", "rename", "fsync folder"]
+
+
+def test_written_files_get_the_usual_permissions_not_private_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        text = atomic_write_text(tmp_path / "config.json", "{}\n")
+        with atomic_path(tmp_path / "best.weights.h5", suffix=".weights.h5") as temporary:
+            temporary.write_bytes(b"weights")
+    finally:
+        os.umask(old)
+    for path in (text, tmp_path / "best.weights.h5"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path

@@ -1,6 +1,7 @@
 """nmt.release: a run directory becomes a shipped model with 16-bit weights that loads back."""
 
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -9,6 +10,7 @@ import pytest
 
 from nmt import release
 from nmt.errors import CheckpointError
+from nmt.rundir import CHECKSUMS_FILE, TOKENIZER_FILES, read_checksums, verify_checksums
 from nmt.shipped import SHIPPED_DIR, shipped_models
 from nmt.translator import Translator
 
@@ -17,7 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_release_halves_the_weights_and_loads_back(tiny_run, tmp_path):
     out = release.release(tiny_run, tmp_path / "shipped" / "tiny")
-    assert sorted(p.name for p in out.iterdir()) == sorted([*release.KEEP, release.WEIGHTS])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*release.KEEP, release.WEIGHTS,
+                                                           CHECKSUMS_FILE])
+    assert set(read_checksums(out)["sha256"]) == {*TOKENIZER_FILES, release.WEIGHTS}
+    verify_checksums(out, [*TOKENIZER_FILES, release.WEIGHTS])  # of the float16 weights
     full = (tiny_run / release.WEIGHTS).stat().st_size
     assert (out / release.WEIGHTS).stat().st_size < 0.6 * full
     with h5py.File(out / release.WEIGHTS) as stored:
@@ -90,3 +95,21 @@ def test_translator_load_takes_a_shipped_name_or_a_directory(tiny_run, tmp_path,
     assert find_model(Path("en-de")) == Path("en-de")  # a Path is always a path
     with pytest.raises(CheckpointError, match="checkpoint directory not found: no-such"):
         Translator.load("no-such-model")
+
+
+@pytest.mark.parametrize("name", shipped_models())
+def test_every_shipped_model_has_checksums_of_its_weights_and_tokenizers(name):
+    folder = SHIPPED_DIR / name
+    assert set(read_checksums(folder)["sha256"]) == {*TOKENIZER_FILES, release.WEIGHTS}
+    verify_checksums(folder, [*TOKENIZER_FILES, release.WEIGHTS])
+
+
+@pytest.mark.parametrize("damaged", [release.WEIGHTS, "source.model"])
+def test_a_damaged_shipped_file_is_named_on_load(tmp_path, damaged):
+    folder = shutil.copytree(SHIPPED_DIR / "de-en", tmp_path / "de-en")
+    size = (folder / damaged).stat().st_size
+    with open(folder / damaged, "r+b") as file:  # overwrite up to 1 MB in the middle
+        file.seek(size // 3)
+        file.write(bytes(min(2**20, size // 3)))
+    with pytest.raises(CheckpointError, match=f"{damaged} is damaged"):
+        Translator.load(folder)

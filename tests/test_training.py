@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -312,6 +313,15 @@ def test_run_directory_holds_everything(tiny_run):
     saved = Config.load(tiny_run / "config.json")
     assert saved.train.epochs == 3
     assert saved.model.src_vocab_size == Translator.load(tiny_run).source_tokenizer.vocab_size
+
+
+def test_every_file_of_the_run_directory_is_readable_by_other_users(tiny_run):
+    # Another user serves the checkpoint: no private (0600) config, metrics or tokenizers.
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in tiny_run.rglob("*"):
+        if path.is_file() and path.name != ".lock":
+            assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
 
 def test_weight_files_hold_no_optimizer_state(tiny_run):

@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from nmt.errors import NmtError
+    from nmt.files import storage_errors
 
     try:
         if args.config:
@@ -235,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         chief = is_chief(strategy)
         if args.resume and chief and not is_run_dir(run_dir):
             raise NmtError(f"--resume: no run to resume in {run_dir}")
-        metrics = train(config, run_dir, progress=not args.quiet, strategy=strategy)
+        with storage_errors():  # a full, read-only or forbidden disk: one line
+            metrics = train(config, run_dir, progress=not args.quiet, strategy=strategy)
     except NmtError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

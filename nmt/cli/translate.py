@@ -27,7 +27,7 @@ from pathlib import Path
 # None of these imports TensorFlow: arguments are checked before it loads (nmt.quiet).
 from nmt.alignment import sentence_alignment, to_pharaoh
 from nmt.cli import ArgumentParser
-from nmt.config import DEFAULT_LENGTH_PENALTY
+from nmt.config import DEFAULT_LENGTH_PENALTY, check_search_options
 from nmt.quiet import load_tensorflow
 from nmt.rundir import CONFIG_FILE
 from nmt.sentences import join_sentences, translate_lines
@@ -187,14 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     from nmt.errors import NmtError
+    from nmt.files import storage_errors
 
     try:
-        if argv and argv[0] in ("serve", "export"):
-            verbose = "--verbose" in argv
-            load_tensorflow(verbose=verbose)
-            rest = [arg for arg in argv[1:] if arg != "--verbose"]
-            return serve_main(rest) if argv[0] == "serve" else export_main(rest)
-        return run(build_parser().parse_args(argv))
+        with storage_errors():  # a full, read-only or forbidden disk: one line
+            if argv and argv[0] in ("serve", "export"):
+                verbose = "--verbose" in argv
+                load_tensorflow(verbose=verbose)
+                rest = [arg for arg in argv[1:] if arg != "--verbose"]
+                return serve_main(rest) if argv[0] == "serve" else export_main(rest)
+            return run(build_parser().parse_args(argv))
     except NmtError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
@@ -222,10 +224,8 @@ def check_arguments(args: argparse.Namespace) -> Path:
         raise NmtError(f"--n-best ({args.n_best}) cannot exceed --beam ({args.beam})")
     if args.n_best > 1 and (args.json or args.alignments):
         raise NmtError("--n-best cannot be combined with --json or --alignments")
-    if args.length_penalty < 0:
-        raise NmtError(f"--length-penalty must be >= 0, received {args.length_penalty}")
-    if args.max_length_ratio <= 0:
-        raise NmtError(f"--max-length-ratio must be > 0, received {args.max_length_ratio}")
+    check_search_options(args.length_penalty, args.max_length_ratio,
+                         names=("--length-penalty", "--max-length-ratio"))
     for flag, path in (("-i", args.input), ("--ref", args.ref)):
         if path is not None and not Path(path).is_file():
             raise NmtError(f"{flag}: file not found: {path}")
