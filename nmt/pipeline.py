@@ -100,52 +100,102 @@ class Buckets:
 
 
 def make_dataset(corpus: TokenizedCorpus, buckets: Buckets, shuffle: bool, seed: int = 0,
-                 drop_remainder: bool | None = None) -> tf.data.Dataset:
-    """Batches `((source, target_in), target_out)` of shape [batch_size(b), length(b)].
+                 drop_remainder: bool | None = None, epoch: int = 0) -> tf.data.Dataset:
+    """One pass of batches `((source, target_in), target_out)` of shape [batch_size(b), length(b)].
 
-    Shuffled (each epoch anew) and with full batches only when `shuffle` (training), so the
-    step function sees exactly one shape per bucket; in order with partial batches otherwise.
-    The order follows `seed` and, as every tf.data shuffle does, TensorFlow's global seed
-    if the calling program set one (`train.py` does not).
+    Shuffled and with full batches only when `shuffle` (training), so the step function sees
+    exactly one shape per bucket; in order with partial batches otherwise. A shuffled pass is
+    in `epoch_order(len(corpus), seed, epoch)`: the same for the same seed and epoch whatever
+    TensorFlow's global seed is. Training reads `training_stream`, one such pass per epoch.
     """
     drop_remainder = shuffle if drop_remainder is None else drop_remainder
+    lengths = _check_fits(corpus, buckets)
+    if shuffle:
+        one_pass = _shuffled_pass(corpus, buckets, seed, drop_remainder)
+        dataset = one_pass(tf.constant(epoch, tf.int64))
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((
+            corpus.source.to_tensor(), corpus.source.row_lengths(),
+            corpus.target.to_tensor(), corpus.target.row_lengths()))
+        dataset = _bucketed(dataset.map(_unpadded).cache(), buckets, drop_remainder)
+    steps = buckets.batches_per_epoch(lengths, drop_remainder)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+def training_stream(corpus: TokenizedCorpus, buckets: Buckets, seed: int,
+                    first_epoch: int = 0) -> tf.data.Dataset:
+    """Endless training batches: the shuffled passes `make_dataset(shuffle=True, epoch=k)` for
+    k = first_epoch, first_epoch + 1, ... one after the other, so a run resumed at epoch k
+    reads exactly the batches an uninterrupted run reads from epoch k on."""
+    _check_fits(corpus, buckets)
+    one_pass = _shuffled_pass(corpus, buckets, seed, drop_remainder=True)
+    return tf.data.Dataset.counter(first_epoch).flat_map(one_pass).prefetch(tf.data.AUTOTUNE)
+
+
+def _check_fits(corpus: TokenizedCorpus, buckets: Buckets) -> np.ndarray:
+    """The padded length of every pair [pairs]; ValueError if one is over every bucket."""
     lengths = corpus.lengths
     if len(lengths) and lengths.max() > buckets.lengths[-1]:
         raise ValueError(f"corpus has pairs of {lengths.max()} tokens, longer than the largest "
                          f"bucket ({buckets.lengths[-1]}); tokenize with max_length")
-    dataset = tf.data.Dataset.from_tensor_slices((
-        corpus.source.to_tensor(), corpus.source.row_lengths(),
-        corpus.target.to_tensor(), corpus.target.row_lengths()))
-    dataset = dataset.map(_unpadded).cache()
-    if shuffle:
-        dataset = dataset.shuffle(len(corpus), seed=seed, reshuffle_each_iteration=True)
-    dataset = _bucketed(dataset, buckets, drop_remainder)
-    steps = buckets.batches_per_epoch(lengths, drop_remainder)
-    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+    return lengths
+
+
+def epoch_order(size: int, seed: int, epoch: int | tf.Tensor) -> tf.Tensor:
+    """The indices 0 .. size - 1 [size] in the order of pass `epoch`: a stateless shuffle
+    keyed by (seed, epoch), independent of TensorFlow's global seed and of earlier passes."""
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), seed=key)
+
+
+def _shuffled_pass(corpus: TokenizedCorpus, buckets: Buckets, seed: int, drop_remainder: bool):
+    """A function: epoch (int64 scalar) -> that epoch's shuffled pass over `corpus`, batched."""
+    source_ids, source_starts = corpus.source.values, corpus.source.row_splits
+    target_ids, target_starts = corpus.target.values, corpus.target.row_splits
+    size = len(corpus)
+
+    def pair(index):
+        source = source_ids[source_starts[index]:source_starts[index + 1]]
+        target = target_ids[target_starts[index]:target_starts[index + 1]]
+        return source, target[:-1], target[1:]
+
+    def one_pass(epoch):
+        order = tf.data.Dataset.from_tensor_slices(epoch_order(size, seed, epoch))
+        return _bucketed(order.map(pair, num_parallel_calls=tf.data.AUTOTUNE), buckets,
+                         drop_remainder)
+
+    return one_pass
 
 
 def make_sampled_dataset(source_lines: list[str], target_lines: list[str],
                          source_tokenizer: SubwordTokenizer, target_tokenizer: SubwordTokenizer,
                          buckets: Buckets, alpha: float, max_length: int,
-                         seed: int = 0) -> tf.data.Dataset:
-    """Training batches like `make_dataset(shuffle=True)`, but every pass over the corpus
-    cuts each sentence anew with `SubwordTokenizer.sampler(alpha)` (subword regularisation).
+                         seed: int = 0, first_epoch: int = 0) -> tf.data.Dataset:
+    """Training batches like `training_stream`, but every pass over the corpus cuts each
+    sentence anew with `SubwordTokenizer.sampler(alpha)` (subword regularisation).
 
-    Endless: the corpus is reshuffled and re-cut on every pass, and since the cuts change the
-    lengths, the number of batches per pass varies; the caller sets the epoch length (Keras's
-    `steps_per_epoch`). Sampled pairs over `max_length` tokens are skipped for that pass.
+    Endless: pass k (from `first_epoch`) reads the corpus in `epoch_order(size, seed, k)` and
+    re-cuts it; since the cuts change the lengths, the number of batches per pass varies, and
+    the caller sets the epoch length (Keras's `steps_per_epoch`). Sampled pairs over
+    `max_length` tokens are skipped for that pass.
     """
     sample_source = source_tokenizer.sampler(alpha)
     sample_target = target_tokenizer.sampler(alpha)
+    sources = tf.constant(source_lines, dtype=tf.string)
+    targets = tf.constant(target_lines, dtype=tf.string)
+
+    def one_pass(epoch):
+        order = epoch_order(len(source_lines), seed, epoch)
+        return tf.data.Dataset.from_tensor_slices((tf.gather(sources, order),
+                                                   tf.gather(targets, order)))
 
     def cut(sources, targets):
         source, target = _framed(sample_source(sources), sample_target(targets))
         return (source.to_tensor(), source.row_lengths(), target.to_tensor(),
                 target.row_lengths())
 
-    dataset = tf.data.Dataset.from_tensor_slices((source_lines, target_lines))
-    dataset = dataset.shuffle(len(source_lines), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.repeat().batch(1024).map(cut, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = tf.data.Dataset.counter(first_epoch).flat_map(one_pass)
+    dataset = dataset.batch(1024).map(cut, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.unbatch().map(_unpadded).filter(
         lambda source, target_in, _: tf.maximum(tf.shape(source)[0],
                                                 tf.shape(target_in)[0]) <= max_length)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from nmt.pipeline import (
     make_dataset,
     make_sampled_dataset,
     tokenize_corpus,
+    training_stream,
 )
 from nmt.rundir import SOURCE_TOKENIZER_FILE, TARGET_TOKENIZER_FILE, record_checksums
 from nmt.tokenizer import SubwordTokenizer, train_sentencepiece
@@ -140,7 +142,9 @@ class Batches:
 
     buckets: Buckets
     steps: int  # batches per epoch: a pass over the best segmentations, sampled cuts or not
-    train: tf.data.Dataset  # ((source [batch, ts], target_in [batch, tt]), target_out)
+    train_from: Callable[[int], tf.data.Dataset]  # epoch k -> endless batches from epoch k:
+    # ((source [batch, ts], target_in [batch, tt]), target_out), the same whatever the
+    # global seed, so a resumed run reads what an uninterrupted one would
     valid: tf.data.Dataset
     padding: float  # share of padding tokens in the training batches
 
@@ -154,13 +158,16 @@ def make_batches(config: Config, data: PreparedData) -> Batches:
         raise DataError(f"the training set ({len(data.train)} pairs) gives no full batch of "
                         f"--batch-tokens {t.batch_tokens}; lower it")
     if t.subword_sampling:
-        train_set = make_sampled_dataset(data.train_sources, data.train_targets,
-                                         data.source_tokenizer, data.target_tokenizer, buckets,
-                                         t.subword_sampling, config.data.max_length, t.seed)
+        def train_from(epoch: int) -> tf.data.Dataset:
+            return make_sampled_dataset(data.train_sources, data.train_targets,
+                                        data.source_tokenizer, data.target_tokenizer, buckets,
+                                        t.subword_sampling, config.data.max_length, t.seed,
+                                        first_epoch=epoch)
         logger.info("subword sampling: every pass re-cuts the training pairs (alpha %g)",
                     t.subword_sampling)
     else:
-        train_set = make_dataset(data.train, buckets, shuffle=True, seed=t.seed)
+        def train_from(epoch: int) -> tf.data.Dataset:
+            return training_stream(data.train, buckets, t.seed, first_epoch=epoch)
     valid_set = make_dataset(data.valid, buckets, shuffle=False)
     padding = buckets.padding_fraction(data.train.source.row_lengths().numpy(),
                                        data.train.target.row_lengths().numpy() - 1)
@@ -169,7 +176,7 @@ def make_batches(config: Config, data: PreparedData) -> Batches:
                 "epoch, padding %.1f%%", len(data.train), data.train.dropped,
                 data.empty_pairs_dropped, len(data.valid), data.valid.dropped, steps,
                 100 * padding)
-    return Batches(buckets, steps, train_set, valid_set, padding)
+    return Batches(buckets, steps, train_from, valid_set, padding)
 
 
 def corpus_fingerprint(data: PreparedData) -> bytes:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import collections
 import re
+import subprocess
+import sys
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +26,7 @@ from nmt.pipeline import (
     make_dataset,
     make_sampled_dataset,
     tokenize_corpus,
+    training_stream,
 )
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer, train_sentencepiece
 
@@ -30,6 +34,8 @@ PAIRS = 600  # real training pairs the pipeline tests batch
 MAX_LENGTH = 40
 BOUNDARIES = [12, 16, 20, 26, 34]
 BATCH_TOKENS = 400
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -181,16 +187,60 @@ def test_shuffled_rows_decode_to_their_own_sentence_pair(text, corpus, buckets, 
     assert rows_checked_against_corpus(batches, text, tokenizers) >= 30
 
 
+def rows(batches) -> list[tuple[int, ...]]:
+    return [tuple(row) for source, _, _ in batches for row in source.tolist()]
+
+
 def test_training_epochs_are_reshuffled_but_reproducible(corpus, buckets):
-    dataset = make_dataset(corpus, buckets, shuffle=True, seed=5)
-    first, second = epoch(dataset), epoch(dataset)
-    again = epoch(make_dataset(corpus, buckets, shuffle=True, seed=5))
-
-    def rows(batches):
-        return [tuple(row) for source, _, _ in batches for row in source.tolist()]
-
+    first = epoch(make_dataset(corpus, buckets, shuffle=True, seed=5, epoch=0))
+    second = epoch(make_dataset(corpus, buckets, shuffle=True, seed=5, epoch=1))
+    again = epoch(make_dataset(corpus, buckets, shuffle=True, seed=5, epoch=0))
+    other_seed = epoch(make_dataset(corpus, buckets, shuffle=True, seed=6, epoch=0))
     assert rows(first) != rows(second)  # a new order each epoch
     assert rows(first) == rows(again)  # the same seed gives the same order
+    assert rows(first) != rows(other_seed)
+
+
+GLOBAL_SEED_PROBE = """
+import sys
+import numpy as np
+import tensorflow as tf
+from nmt.pipeline import Buckets, TokenizedCorpus, make_dataset
+
+if sys.argv[1] != "unset":
+    tf.random.set_seed(int(sys.argv[1]))
+rng = np.random.default_rng(0)
+rows = [list(rng.integers(4, 50, size=rng.integers(2, 12))) + [2] for _ in range(300)]
+corpus = TokenizedCorpus(tf.ragged.constant(rows), tf.ragged.constant([[1] + r for r in rows]))
+buckets = Buckets.from_budget([4, 8], 16, 64)
+for (source, _), _ in make_dataset(corpus, buckets, shuffle=True, seed=5):
+    print(source.numpy().tolist())
+"""
+
+
+def test_shuffled_order_ignores_tensorflows_global_seed():
+    # A program (or an earlier test) that sets TensorFlow's global seed must not change the
+    # batches. In processes of their own: tf.random.set_seed also empties the kernel cache,
+    # which would break the tokenizers of the tests that run after this one.
+    orders = [subprocess.run([sys.executable, "-c", GLOBAL_SEED_PROBE, seed], check=True,
+                             capture_output=True, text=True, cwd=REPO).stdout
+              for seed in ("unset", "1", "12345")]
+    assert orders[0].count("\n") > 10
+    assert orders[0] == orders[1] == orders[2]
+
+
+def test_training_stream_is_the_epochs_one_after_another(corpus, buckets):
+    steps = int(make_dataset(corpus, buckets, shuffle=True).cardinality())
+    stream = list(training_stream(corpus, buckets, seed=5).take(3 * steps))
+    for number in range(3):
+        expected = epoch(make_dataset(corpus, buckets, shuffle=True, seed=5, epoch=number))
+        got = [(s.numpy(), t.numpy(), o.numpy())
+               for (s, t), o in stream[number * steps:(number + 1) * steps]]
+        assert rows(got) == rows(expected)
+    # A run resumed at epoch 2 reads what the uninterrupted run reads from epoch 2 on.
+    resumed = training_stream(corpus, buckets, seed=5, first_epoch=2).take(steps)
+    assert rows([(s.numpy(), t.numpy(), o.numpy()) for (s, t), o in resumed]) == \
+        rows([(s.numpy(), t.numpy(), o.numpy()) for (s, t), o in stream[2 * steps:]])
 
 
 # ---------------------------------------------------------------------- subword sampling
