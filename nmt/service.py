@@ -62,16 +62,18 @@ async def translate_request(batcher: RequestBatcher, request: TranslateRequest,
     and answer with one record per sentence (`line`, `sentence`) plus the joined `lines`.
 
     Raises:
-        RequestError: 413 when the sentences' source tokens times the beam pass `max_work`.
+        RequestError: 413 when the lines' source tokens times the beam pass `max_work`
+            (counted before splitting, so a refused request costs no splitting).
         QueueFull: too many requests wait for the decoder.
     """
-    sentences, per_line = split_lines(request.texts, language, request.split)
-    if max_work is not None:
-        tokens = await asyncio.to_thread(source_tokens, batcher.translator, sentences)
+    if max_work is not None:  # on whole lines, before the slower sentence splitting
+        tokens = await asyncio.to_thread(source_tokens, batcher.translator, request.texts)
         if tokens * request.beam > max_work:
             raise RequestError(413, f"{tokens} source tokens x beam {request.beam} is "
                                     f"{tokens * request.beam}; at most {max_work} per request "
                                     "(send fewer or shorter sentences, or a smaller beam)")
+    sentences, per_line = await asyncio.to_thread(split_lines, request.texts, language,
+                                                  request.split)
     results = iter(await batcher.translate(sentences, request.beam, request.n_best))
     records, lines = [], []
     for line, (text, parts) in enumerate(zip(request.texts, per_line, strict=True)):

@@ -96,7 +96,10 @@ def test_bench_serve_loads_the_server_with_and_without_batching(tmp_path, tiny_r
         assert run["errors"] == 0 and run["sentences"] > 0
         assert 0 < run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"]
     assert table.startswith("| request batching | sentences/s") and "| off |" in table
-    # The third run: 2 hogs beside the normal clients; the server refuses their requests.
+    # The third run: 2 hogs send the heaviest request the shipped model accepts; with the
+    # tiny model's smaller vocabulary it may be over --max-work (413). Either way every hog
+    # request is answered, and the normal clients still get theirs.
     [hog_run] = payload["hog_runs"]
-    assert hog_run["hogs"] == 2 and set(hog_run["hog_answers"]) == {"413"}
+    assert hog_run["hogs"] == 2 and hog_run["hog_answers"]
+    assert set(hog_run["hog_answers"]) <= {"200", "413"}
     assert hog_run["errors"] == 0 and hog_run["sentences"] > 0 and "| on, 2 hogs |" in table

@@ -100,6 +100,29 @@ def test_a_full_queue_refuses_and_a_gone_client_is_never_decoded():
     assert all("weg" not in texts for texts, _ in fake.calls)
 
 
+def test_a_large_request_is_decoded_in_slices_and_a_small_one_gets_a_turn():
+    fake = RecordingTranslator()
+    large = [f"satz nummer {index:03d}" for index in range(40)]  # (16 + 1) x 5 = 85 each
+
+    async def main():
+        batcher = RequestBatcher(fake, window=0.0, call_work=425)  # 5 of them per call
+        batcher.start()
+        try:
+            pending = asyncio.ensure_future(batcher.translate(large, 5))
+            while not fake.calls:  # the first slice of the large request is being decoded
+                await asyncio.sleep(0.005)
+            small = await batcher.translate(["klein"], 5)
+            return small, pending.done(), await pending
+        finally:
+            await batcher.stop()
+    small, large_was_done, answer = asyncio.run(main())
+    assert small == ["KLEIN"] and not large_was_done  # answered between two slices
+    assert answer == [text.upper() for text in large]  # every slice, in order
+    assert all(sum((len(text) + 1) * beam for text in texts) <= 425 + 6 * beam
+               for texts, beam in fake.calls)
+    assert fake.calls[1][0][0] == "klein"  # the very next call starts with it
+
+
 def test_a_disconnect_cancels_the_work():
     cancelled = []
 
