@@ -98,6 +98,8 @@ class RequestBatcher:
         """
         if self.queue is None:
             raise RuntimeError("RequestBatcher.start() was not called")
+        if not texts:
+            return []
         waiting = self.queue.qsize() + sum(job.waiting for job in self._jobs)
         if self.max_queue and waiting >= self.max_queue:
             raise QueueFull(f"{self.max_queue} requests are waiting for the decoder")

@@ -123,6 +123,21 @@ def test_a_large_request_is_decoded_in_slices_and_a_small_one_gets_a_turn():
     assert fake.calls[1][0][0] == "klein"  # the very next call starts with it
 
 
+def test_an_empty_request_is_answered_at_once_and_stalls_nobody():
+    fake = RecordingTranslator()
+
+    async def main():
+        batcher = RequestBatcher(fake, window=0.01)
+        batcher.start()
+        try:
+            return await asyncio.wait_for(asyncio.gather(
+                batcher.translate([], 5), batcher.translate(["eins"], 5)), 30)
+        finally:
+            await batcher.stop()
+    assert asyncio.run(main()) == [[], ["EINS"]]
+    assert fake.calls == [(["eins"], 5)]
+
+
 def test_a_disconnect_cancels_the_work():
     cancelled = []
 
