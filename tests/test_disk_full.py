@@ -62,16 +62,38 @@ def test_training_on_a_full_disk_stops_with_one_line_and_no_temporary_files(tmp_
         assert (disk / "run" / "config.json").is_file()
 
 
-def test_weights_that_fill_the_disk_despite_the_check_are_one_error(tmp_path, monkeypatch):
-    """Past the free-space check (another writer filled the disk meanwhile): HDF5's
-    out-of-space error becomes the same StorageError and its temporary file is removed."""
-    from nmt.callbacks import save_weights
-    from nmt.model import Seq2Seq
+PAST_THE_CHECK = """
+import os, sys
+from pathlib import Path
+from nmt import files
+from nmt.callbacks import save_weights
+from nmt.errors import StorageError
+from nmt.model import Seq2Seq
+from tests.helpers import tiny_config
 
-    monkeypatch.setattr(files, "FREE_SPACE_MARGIN", -2**40)  # the check always passes
-    model = Seq2Seq(tiny_config().model)
-    model.build()
+files.FREE_SPACE_MARGIN = -2**40  # the free-space check always passes
+model = Seq2Seq(tiny_config().model)
+model.build()
+try:
+    save_weights(model, Path(sys.argv[1]) / "best.weights.h5")
+except StorageError as error:
+    print(error, flush=True)
+    # KNOWN DEFECT (to fix): after HDF5 ran out of space, the HDF5 library crashes at
+    # interpreter exit (exit 139); leave without its exit handlers.
+    os._exit(0)
+print("no StorageError", flush=True)
+"""
+
+
+def test_weights_that_fill_the_disk_despite_the_check_are_one_error(tmp_path):
+    """Past the free-space check (another writer filled the disk meanwhile): HDF5's
+    out-of-space error becomes the same StorageError and its temporary file is removed.
+    In a process of its own: HDF5's state after the failed write crashes the process
+    that wrote at exit."""
     with small_disk(tmp_path / "disk", "300k") as disk:
-        with pytest.raises(StorageError, match=r"best\.weights\.h5: the disk is full"):
-            save_weights(model, disk / "best.weights.h5")
+        result = subprocess.run([sys.executable, "-c", PAST_THE_CHECK, str(disk)], cwd=REPO,
+                                capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "best.weights.h5: the disk is full" in result.stdout, result.stdout
         assert list(disk.iterdir()) == []
