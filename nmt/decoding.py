@@ -4,6 +4,14 @@ Both run a `tf.while_loop` over time steps for the whole batch (finished hypothe
 masked: they only emit PAD at no cost) and return the attention weights of what they
 chose, for plots and alignments. Both are plain functions of `(model, source, ...)`; wrap
 them in `tf.function` (as `nmt.translator` does) to run them as one graph.
+
+Given `max_steps` (at least every sentence's `max_length`; a Python int, or a tensor that
+XLA can fold to a constant), every loop variable has a fixed shape, so the search also
+compiles with XLA (`jit_compile=True`):
+outputs are then `max_steps` wide, PAD and zero after each hypothesis. Without it the time
+axis grows to the longest hypothesis. Beam search keeps its history as one chosen token and
+one back-pointer per step and follows the pointers once at the end, instead of reordering
+the whole history at every step.
 """
 
 from __future__ import annotations
@@ -19,7 +27,13 @@ def length_penalty(lengths: tf.Tensor, alpha: float | tf.Tensor) -> tf.Tensor:
     return tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, alpha)
 
 
-def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor) -> dict[str, tf.Tensor]:
+def token_log_probs(logits: tf.Tensor) -> tf.Tensor:
+    """Log-softmax of logits [rows, vocab] in float32, whatever the model's compute dtype."""
+    return tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+
+
+def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor,
+                  max_steps: int | tf.Tensor | None = None) -> dict[str, tf.Tensor]:
     """Pick the most probable token at every step.
 
     Args:
@@ -27,6 +41,7 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor) -> dict[str, 
         max_length: the most target tokens to produce (EOS included): a scalar, or one
             limit per sentence [batch] so that a sentence's output does not depend on the
             other sentences in its batch.
+        max_steps: a static bound on `max_length` (see the module docstring), or None.
     Returns:
         tokens [batch, tt] (EOS then PAD), weights [batch, tt, ts], scores [batch] (sum of
         token log-probabilities), lengths [batch] (tokens up to and including EOS).
@@ -37,7 +52,7 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor) -> dict[str, 
 
     def step(time, previous, state, finished, scores, tokens, weights):
         logits, state, step_weights = model.decode_step(previous, state, memory)
-        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        log_probs = token_log_probs(logits)
         chosen = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
         chosen = tf.where(finished, PAD_ID, chosen)
         gain = tf.gather(log_probs, chosen, batch_dims=1)
@@ -48,8 +63,8 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor) -> dict[str, 
                 weights.write(time, step_weights))
 
     loop_vars = (tf.constant(0), tf.fill([batch], BOS_ID), state, tf.zeros([batch], tf.bool),
-                 tf.zeros([batch]), tf.TensorArray(tf.int32, size=0, dynamic_size=True),
-                 tf.TensorArray(tf.float32, size=0, dynamic_size=True))
+                 tf.zeros([batch]), _steps_array(tf.int32, max_steps, source.shape[:1]),
+                 _steps_array(tf.float32, max_steps, source.shape))
     _, _, _, _, scores, tokens, weights = tf.while_loop(
         lambda time, _p, _s, finished, *_: ~tf.reduce_all(finished),
         step, loop_vars, shape_invariants=_batch_free(loop_vars))
@@ -63,12 +78,14 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor) -> dict[str, 
 
 
 def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
-                alpha: float | tf.Tensor = 0.0) -> dict[str, tf.Tensor]:
+                alpha: float | tf.Tensor = 0.0, max_steps: int | tf.Tensor | None = None
+                ) -> dict[str, tf.Tensor]:
     """Keep the `beam_size` best prefixes per sentence; rank by GNMT-normalised score.
 
     Finished hypotheses stay in the beam and may only be extended by PAD at no cost, so
     the search ends when every hypothesis of every sentence has emitted EOS (or at
     `max_length`). With `alpha` 0 the ranking is the plain sum of log-probabilities.
+    `max_steps`: as for `greedy_search`.
 
     Returns:
         tokens [batch, beam, tt], weights [batch, beam, tt, ts], scores [batch, beam]
@@ -78,7 +95,6 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
     memory, state = model.encode(source, training=False)
     batch, k = tf.shape(source)[0], beam_size
     max_lengths = tf.broadcast_to(tf.cast(max_length, tf.int32), [batch])[:, None]
-    source_length = tf.shape(source)[1]
     # Every sentence gets k copies of its memory and state: batch-major [batch * k, ...].
     memory = tf.nest.map_structure(lambda t: tf.repeat(t, k, axis=0), memory)
     state = tf.nest.map_structure(lambda t: tf.repeat(t, k, axis=0), state)
@@ -86,15 +102,15 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
     log_probs = tf.tile(tf.concat([[0.0], tf.fill([k - 1], NEG_INF)], 0)[None], [batch, 1])
     base = tf.range(batch)[:, None] * k  # row offset of each sentence's beam
 
-    def step(time, previous, state, finished, log_probs, lengths, tokens, weights):
+    def step(time, previous, state, finished, log_probs, lengths, history):
         logits, state, step_weights = model.decode_step(tf.reshape(previous, [-1]), state,
                                                         memory)
         vocab = tf.shape(logits)[-1]
-        token_log_probs = tf.reshape(tf.nn.log_softmax(logits, axis=-1), [batch, k, vocab])
+        token_scores = tf.reshape(token_log_probs(logits), [batch, k, vocab])
         # A finished hypothesis continues only with PAD, at no cost.
         pad_only = tf.one_hot(PAD_ID, vocab, on_value=0.0, off_value=NEG_INF)
-        token_log_probs = tf.where(finished[:, :, None], pad_only, token_log_probs)
-        candidates = log_probs[:, :, None] + token_log_probs  # [batch, k, vocab]
+        token_scores = tf.where(finished[:, :, None], pad_only, token_scores)
+        candidates = log_probs[:, :, None] + token_scores  # [batch, k, vocab]
         new_lengths = lengths[:, :, None] + tf.cast(~finished, tf.int32)[:, :, None]
         ranking = candidates / length_penalty(new_lengths, alpha)
         _, best = tf.math.top_k(tf.reshape(ranking, [batch, -1]), k=k)  # [batch, k]
@@ -107,23 +123,21 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
         state = tf.nest.map_structure(lambda t: tf.gather(t, rows), state)
         step_weights = tf.reshape(tf.gather(step_weights, rows), [batch, k, -1])
         step_weights = tf.where(was_finished[:, :, None], 0.0, step_weights)
-        tokens = tf.gather(tokens, rows, axis=1)  # history [time, batch * k] follows its beam
-        weights = tf.gather(weights, rows, axis=1)
-        tokens = tf.concat([tokens, tf.reshape(chosen, [1, -1])], axis=0)
-        weights = tf.concat([weights, tf.reshape(step_weights, [1, batch * k, -1])], axis=0)
-        return time + 1, chosen, state, finished, log_probs, lengths, tokens, weights
+        history = _record(history, time, tf.reshape(chosen, [-1]), rows,
+                          tf.reshape(step_weights, [batch * k, -1]))
+        return time + 1, chosen, state, finished, log_probs, lengths, history
 
     loop_vars = (tf.constant(0), tf.fill([batch, k], BOS_ID), state, tf.zeros([batch, k], tf.bool),
-                 log_probs, tf.zeros([batch, k], tf.int32),
-                 tf.zeros([0, batch * k], tf.int32), tf.zeros([0, batch * k, source_length]))
-    _, _, _, _, log_probs, lengths, tokens, weights = tf.while_loop(
+                 log_probs, tf.zeros([batch, k], tf.int32), _history(source, k, max_steps))
+    time, _, _, _, log_probs, lengths, history = tf.while_loop(
         lambda time, _p, _s, finished, *_: ~tf.reduce_all(finished),
         step, loop_vars, shape_invariants=_batch_free(loop_vars))
+    tokens, weights = _backtrack(history, time, batch * k, max_steps)  # [tt, batch * k, ...]
     scores = log_probs / length_penalty(lengths, alpha)
     order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)
-    time = tf.shape(tokens)[0]
-    tokens = tf.reshape(tf.transpose(tokens), [batch, k, time])
-    weights = tf.reshape(tf.transpose(weights, [1, 0, 2]), [batch, k, time, source_length])
+    tokens = tf.reshape(tf.transpose(tokens), [batch, k, -1])
+    weights = tf.reshape(tf.transpose(weights, [1, 0, 2]),
+                         [batch, k, tf.shape(weights)[0], tf.shape(source)[1]])
     return {
         "tokens": tf.gather(tokens, order, batch_dims=1),
         "weights": tf.gather(weights, order, batch_dims=1),
@@ -131,6 +145,54 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
         "log_probs": tf.gather(log_probs, order, batch_dims=1),
         "lengths": tf.gather(lengths, order, batch_dims=1),
     }
+
+
+def _history(source: tf.Tensor, beam_size: int, max_steps: int | tf.Tensor | None) -> tuple:
+    """Empty per-step records of a beam search over `source` [batch, ts]: chosen tokens
+    [batch * beam], back-pointers [batch * beam] and attention weights [batch * beam, ts]."""
+    rows = None if source.shape[0] is None else source.shape[0] * beam_size
+    return (_steps_array(tf.int32, max_steps, [rows]), _steps_array(tf.int32, max_steps, [rows]),
+            _steps_array(tf.float32, max_steps, [rows, source.shape[1]]))
+
+
+def _record(history: tuple, time: tf.Tensor, chosen: tf.Tensor, rows: tf.Tensor,
+            weights: tf.Tensor) -> tuple:
+    """`history` with step `time` written: the token each hypothesis chose [batch * beam],
+    the old hypothesis it extends [batch * beam] and its attention [batch * beam, ts]."""
+    tokens, parents, attention = history
+    return tokens.write(time, chosen), parents.write(time, rows), attention.write(time, weights)
+
+
+def _backtrack(history: tuple, steps: tf.Tensor, rows: tf.Tensor,
+               max_steps: int | tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Follow the back-pointers from the last step to the first.
+
+    Returns:
+        tokens [tt, rows] and attention weights [tt, rows, ts] of every final hypothesis;
+        tt is `max_steps` when given (PAD and zeros after `steps`), otherwise `steps`.
+    """
+    tokens, parents, attention = history
+    size = steps if max_steps is None else max_steps
+    out_tokens = tf.TensorArray(tf.int32, size=size, element_shape=tokens.element_shape)
+    out_attention = tf.TensorArray(tf.float32, size=size, element_shape=attention.element_shape)
+
+    def follow(time, current, out_tokens, out_attention):
+        out_tokens = out_tokens.write(time, tf.gather(tokens.read(time), current))
+        out_attention = out_attention.write(time, tf.gather(attention.read(time), current))
+        return time - 1, tf.gather(parents.read(time), current), out_tokens, out_attention
+
+    _, _, out_tokens, out_attention = tf.while_loop(
+        lambda time, *_: time >= 0, follow,
+        (steps - 1, tf.range(rows), out_tokens, out_attention))
+    return out_tokens.stack(), out_attention.stack()
+
+
+def _steps_array(dtype: tf.DType, max_steps: int | tf.Tensor | None,
+                 element_shape) -> tf.TensorArray:
+    """One entry per time step: `max_steps` of them (static), or growing as needed."""
+    if max_steps is None:
+        return tf.TensorArray(dtype, size=0, dynamic_size=True, element_shape=element_shape)
+    return tf.TensorArray(dtype, size=max_steps, element_shape=element_shape)
 
 
 def _batch_free(loop_vars):

@@ -47,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from nmt.errors import ConfigError
+from nmt.precision import native_bfloat16
 from nmt.tokenizer import PAD_ID
 
 logger = logging.getLogger(__name__)
@@ -314,11 +315,7 @@ def mixed_policy(strategy: tf.distribute.Strategy | None) -> str:
 def cpu_has_native_bfloat16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether the CPU flags list bfloat16 instructions (Linux); True when unknown, so that
     other systems get no false warning."""
-    try:
-        flags = Path(cpuinfo).read_text(errors="replace").split()
-    except OSError:
-        return True
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+    return native_bfloat16(cpuinfo) is not False
 
 
 # ------------------------------------------------------------------ chief broadcast

@@ -61,7 +61,26 @@ def load_tensorflow(verbose: bool = False) -> None:
 
 
 def _start_tensorflow() -> None:
-    import tensorflow as tf
+    with _without_matplotlib():
+        import tensorflow as tf
     import tensorflow_text  # noqa: F401  (registers the sentencepiece ops)
 
     tf.constant(0.0).numpy()  # the first op initialises the devices (the cuInit line)
+
+
+@contextlib.contextmanager
+def _without_matplotlib() -> Iterator[None]:
+    """Importing TensorFlow imports Keras, and Keras imports matplotlib.pyplot when it can,
+    for image-gallery helpers that nmt never calls (guarded by `except ImportError`): half a
+    second of every start. Inside the block matplotlib cannot be imported; afterwards it can
+    again (`nmt.plotting` imports it when plots are asked for)."""
+    if "matplotlib" in sys.modules:  # already loaded: nothing to save
+        yield
+        return
+    sys.modules["matplotlib"] = None  # makes `import matplotlib...` raise ImportError
+    try:
+        yield
+    finally:
+        for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
+            if sys.modules[name] is None:
+                del sys.modules[name]

@@ -357,8 +357,10 @@ def make_callbacks(run: Run, data: PreparedData | None, batches: Batches, traine
 
 
 def _validation(run: Run, data: PreparedData, batches: Batches, trainee: Trainee) -> Validation:
+    # One plain graph for every batch shape: XLA would compile each shape anew in every run
+    # (and the model may live under a distribution strategy).
     translator = Translator(run.config, trainee.eval_model, data.source_tokenizer,
-                            data.target_tokenizer, name=run.folder.name)
+                            data.target_tokenizer, name=run.folder.name, jit_compile=False)
     loss_sets = ({name: make_dataset(corpus, batches.buckets, shuffle=False)
                   for name, corpus in data.valid_per_corpus.items()}
                  if run.strategy is None else {})

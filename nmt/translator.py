@@ -1,8 +1,9 @@
 """Text in, text out: a trained model with its tokenizers, loaded from a run directory.
 
 `Translator.translate` sorts sentences by length into batches, runs greedy or beam search
-as one compiled graph per batch, and returns the translations in input order together
-with tokens, scores and attention weights (for plots, alignments, JSON and the web page).
+as one XLA-compiled program per batch shape (`nmt.compiled_search`), and returns the
+translations in input order together with tokens, scores and attention weights (for plots,
+alignments, JSON and the web page).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from nmt import precision
+from nmt.compiled_search import CompiledSearch
 from nmt.config import DEFAULT_LENGTH_PENALTY, Config, check_search_options
-from nmt.decoding import beam_search, greedy_search
+from nmt.distribute import dtype_policy
 from nmt.errors import CheckpointError, NmtError
 from nmt.model import Seq2Seq
 from nmt.rundir import (
@@ -69,23 +72,23 @@ class Translator:
     """A model plus its source and target tokenizers."""
 
     def __init__(self, config: Config, model: Seq2Seq, source_tokenizer: SubwordTokenizer,
-                 target_tokenizer: SubwordTokenizer, name: str = "model"):
+                 target_tokenizer: SubwordTokenizer, name: str = "model",
+                 jit_compile: bool = True):
         self.config, self.model, self.name = config, model, name
         self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
-        ids = tf.TensorSpec([None, None], tf.int32)
-        self._lengths_spec = tf.TensorSpec([None], tf.int32)
-        self._greedy = tf.function(lambda source, max_length: greedy_search(model, source,
-                                                                          max_length),
-                                   input_signature=[ids, self._lengths_spec])
-        self._beams: dict[int, tf.types.experimental.GenericFunction] = {}
-        self._scalar_float = tf.TensorSpec([], tf.float32)
+        self._search = CompiledSearch(model, jit_compile)
 
     @classmethod
-    def load(cls, run_dir: str | Path, weights: str = BEST_WEIGHTS_FILE) -> Translator:
+    def load(cls, run_dir: str | Path, weights: str = BEST_WEIGHTS_FILE, dtype: str = "float32",
+             jit_compile: bool = True) -> Translator:
         """Rebuild the model from `run_dir` (config, tokenizers and weights; `nmt.rundir`):
         a run directory, or the name of a shipped model such as "de-en" (`nmt.shipped`).
         Weights and tokenizers are checked against the run's checksums.json first (a
-        damaged file raises CheckpointError naming it)."""
+        damaged file raises CheckpointError naming it).
+
+        `dtype` is the compute dtype of the search (`nmt.precision`): "float32", "bfloat16"
+        (matmuls in bfloat16; softmax, attention weights and scores in float32) or "auto".
+        `jit_compile` compiles the search with XLA (`nmt.compiled_search`)."""
         run_dir = find_model(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {run_dir}")
@@ -94,39 +97,32 @@ class Translator:
             raise CheckpointError(f"checkpoint {run_dir} is incomplete: {missing[0]} is missing")
         verify_checksums(run_dir, (*TOKENIZER_FILES, weights))
         config = Config.load(run_dir / CONFIG_FILE)
-        model = Seq2Seq(config.model)
-        model.build()
+        with dtype_policy(precision.keras_policy(dtype)):
+            model = Seq2Seq(config.model)
+            model.build()
         try:
             model.load_weights(run_dir / weights)
         except (ValueError, OSError) as error:
             raise CheckpointError(f"cannot load weights {run_dir / weights}: {error}") from error
         return cls(config, model, SubwordTokenizer.load(run_dir / SOURCE_TOKENIZER_FILE),
-                   SubwordTokenizer.load(run_dir / TARGET_TOKENIZER_FILE), name=run_dir.name)
+                   SubwordTokenizer.load(run_dir / TARGET_TOKENIZER_FILE), name=run_dir.name,
+                   jit_compile=jit_compile)
 
     # ------------------------------------------------------------------------ search
-    def search(self, source: tf.Tensor, beam: int = 1, alpha: float = 0.0,
-               max_length_ratio: float = 2.0) -> dict[str, np.ndarray]:
-        """Decode a padded id batch [batch, ts]; outputs have a beam axis [batch, beam, ...]."""
+    def search(self, source: tf.Tensor | np.ndarray, beam: int = 1, alpha: float = 0.0,
+               max_length_ratio: float = 2.0, batch_size: int | None = None
+               ) -> dict[str, np.ndarray]:
+        """Decode a padded id batch [batch, ts]; outputs have a beam axis [batch, beam, ...].
+
+        Each sentence may produce up to ceil(max_length_ratio * its length) + 5 tokens.
+        `batch_size`: the largest batch this caller sends (default: this one's), which
+        bounds the shapes compiled (`nmt.compiled_search`)."""
         if beam < 1:
             raise NmtError(f"beam size must be >= 1, received {beam}")
         check_search_options(alpha, max_length_ratio)
-        source = tf.convert_to_tensor(source, tf.int32)
-        # Each sentence's limit depends on its own length only, not on its batch mates.
-        own_lengths = np.count_nonzero(source.numpy() != PAD_ID, axis=1)
-        max_length = tf.constant(np.ceil(max_length_ratio * own_lengths).astype(np.int32) + 5)
-        if beam == 1:
-            result = {key: value.numpy() for key, value in self._greedy(source, max_length).items()}
-            result = {key: value[:, None] for key, value in result.items()}
-            result["log_probs"] = result["scores"]
-            return result
-        if beam not in self._beams:
-            self._beams[beam] = tf.function(
-                lambda source, max_length, alpha: beam_search(self.model, source, max_length,
-                                                              beam, alpha),
-                input_signature=[tf.TensorSpec([None, None], tf.int32), self._lengths_spec,
-                                 self._scalar_float])
-        result = self._beams[beam](source, max_length, tf.constant(alpha, tf.float32))
-        return {key: value.numpy() for key, value in result.items()}
+        source = np.asarray(source, dtype=np.int32)
+        return self._search(source, beam, alpha, max_length_ratio,
+                            batch_size or source.shape[0])
 
     # ---------------------------------------------------------------------- text API
     def translate(self, texts: Sequence[str], beam: int = 5, alpha: float = DEFAULT_LENGTH_PENALTY,
@@ -164,7 +160,7 @@ class Translator:
         for start in range(0, len(order), batch_size):
             indexes = order[start:start + batch_size]
             batch = _pad([ids[i] for i in indexes])
-            output = self.search(batch, beam, alpha, max_length_ratio)
+            output = self.search(batch, beam, alpha, max_length_ratio, batch_size)
             strings = self._batch_strings(batch, output, n_best)
             for row, index in enumerate(indexes):
                 results[index] = self._translation(texts[index], len(ids[index]), output,

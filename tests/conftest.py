@@ -1,5 +1,6 @@
-"""Shared test setup: quiet TensorFlow, the Multi30k mirror and a tiny model trained once per
-session (pytest hands these fixtures to any test that names them)."""
+"""Shared test setup: quiet TensorFlow, the Multi30k mirror, an XLA cache of the session's
+own and two tiny models trained once per session (pytest hands these fixtures to any test
+that names them)."""
 
 import os
 from pathlib import Path
@@ -26,3 +27,26 @@ def tiny_run(tmp_path_factory, multi30k_dir) -> Path:
     run_dir = tmp_path_factory.mktemp("tiny_run")
     train(tiny_config(), run_dir, progress=False)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, multi30k_dir) -> Path:
+    """A tiny model trained long enough to end its hypotheses with EOS (about 25 s).
+
+    Train it before loading any translator in a module: training reseeds TensorFlow, which
+    invalidates every tokenizer loaded earlier (see test_translator_survives_reseeding)."""
+    from nmt.training import train
+
+    config = tiny_config(epochs=8, learning_rate=5e-3, patience=8)
+    config.data.valid_limit = 20  # validation BLEU after every epoch: keep it cheap
+    run_dir = tmp_path_factory.mktemp("trained_run")
+    train(config, run_dir, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def xla_cache(tmp_path_factory) -> Path:
+    """translate.py processes started by tests keep compiled searches here, not in ~/.cache."""
+    directory = tmp_path_factory.mktemp("xla_cache")
+    os.environ["NMT_XLA_CACHE"] = str(directory)
+    return directory

@@ -72,16 +72,23 @@ def test_bench_quality_scores_every_test_set(tmp_path, tiny_run, multi30k_dir):
     assert all(r[tiny_run.name] for r in rows) and table.count("| de→en |") == 12
 
 
-def test_bench_translate_reports_every_setting(tmp_path, tiny_run, multi30k_dir):
+def test_bench_translate_compares_old_and_new_code(tmp_path, tiny_run, multi30k_dir):
     code = bench_translate.main(["--checkpoint", str(tiny_run), "--data-dir", str(multi30k_dir),
-                                 "--limit", "16", "--cold-repeats", "1",
-                                 "--results-dir", str(tmp_path)])
+                                 "--limit", "16", "--document-sentences", "20",
+                                 "--cold-repeats", "1", "--results-dir", str(tmp_path)])
     assert code == 0
     payload, table = read_results(tmp_path, "bench_translate")
-    assert {(r["beam"], r["batch_size"]) for r in payload["runs"]} == {(1, 1), (1, 64), (5, 1),
-                                                                        (5, 64)}
-    assert all(r["sentences_per_second"] > 0 for r in payload["runs"])
-    assert payload["cold_start_seconds"] > 0 and "cold start" in table
+    for side in ("old", "new"):
+        assert {(r["beam"], r["batch_size"]) for r in payload["runs"][side]} == {
+            (1, 1), (1, 64), (5, 1), (5, 64)}
+        assert all(r["sentences_per_second"] > 0 for r in payload["runs"][side])
+        assert payload["cold_start_seconds"][side] > 0
+        assert payload["document"]["seconds"][side] > 0
+        assert payload["parts"][side]["load the model"] > 0
+    assert payload["document"]["lines_that_differ"] == 0  # the same translations
+    assert payload["baseline"] == bench_translate.BASELINE
+    assert table.startswith("| measure | old | new | new / old | floor | met |")
+    assert "| beam 5, batch 64 (sentences/s) |" in table and "| cold start, 1 sentence" in table
 
 
 def test_bench_serve_loads_the_server_with_and_without_batching(tmp_path, tiny_run,

@@ -199,6 +199,23 @@ def test_help_mentions_the_sub_commands_and_every_format(capsys):
     assert "file format of the heatmaps" in text
 
 
+def test_dtype_and_xla_options_are_offered_checked_and_used(capsys, tiny_run):
+    with pytest.raises(SystemExit):
+        translate.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--dtype {float32,bfloat16,auto}" in text and "(default: float32)" in text
+    assert "--no-xla" in text
+    with pytest.raises(SystemExit) as exit_info:
+        translate.main(["--dtype", "float16", "Ein Hund."])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'float16'" in capsys.readouterr().err
+    for options in (["--dtype", "bfloat16"], ["--no-xla"]):
+        code, out, err = run_cli(capsys, "--checkpoint", tiny_run, "--beam", "2", *options,
+                                 "Ein Hund rennt.")
+        assert code == 0, err
+        assert out.strip() and err == ""
+
+
 # ------------------------------------------------------------------------ progress
 class Terminal:
     """A stand-in for stderr that says it is a terminal and keeps what is written."""

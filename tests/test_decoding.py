@@ -1,8 +1,9 @@
 """Tests for nmt.decoding and nmt.translator: greedy and beam search on trained tiny models.
 
-Two models: the shared `tiny_run` (3 epochs; its greedy translations mostly run to the
-length limit) and `trained_run`, trained a little longer so that greedy and beam hypotheses
-end with EOS at different lengths, which the padding, EOS and length-penalty paths need.
+Two models (fixtures of conftest.py): the shared `tiny_run` (3 epochs; its greedy
+translations mostly run to the length limit) and `trained_run`, trained a little longer so
+that greedy and beam hypotheses end with EOS at different lengths, which the padding, EOS
+and length-penalty paths need.
 Scores and attention weights are checked against a teacher-forced pass through
 `model((source, target_in))` and beam search against a plain-Python reference.
 """
@@ -20,7 +21,7 @@ from nmt import decoding
 from nmt.data import read_lines
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.translator import MAX_SOURCE_TOKENS, Translator
-from tests.helpers import REPO, tiny_config
+from tests.helpers import REPO
 
 LONG_SENTENCE = " ".join(["Ein Mann mit einem roten Hut fährt Fahrrad ."] * 45)  # 405 words
 
@@ -29,18 +30,6 @@ LONG_SENTENCE = " ".join(["Ein Mann mit einem roten Hut fährt Fahrrad ."] * 45)
 def validation_sources(multi30k_dir) -> list[str]:
     """The first 50 German sentences of the real Multi30k validation set."""
     return read_lines(multi30k_dir / "val.de.gz")[:50]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, multi30k_dir):
-    """A tiny model trained long enough to end its hypotheses with EOS (about 25 s)."""
-    from nmt.training import train
-
-    config = tiny_config(epochs=8, learning_rate=5e-3, patience=8)
-    config.data.valid_limit = 20  # validation BLEU after every epoch: keep it cheap
-    run_dir = tmp_path_factory.mktemp("trained_run")
-    train(config, run_dir, progress=False)
-    return run_dir
 
 
 # Both models are trained before either is loaded: training reseeds TensorFlow, which

@@ -94,10 +94,10 @@ def load_checkpoint_once(translator):
     """In-process `translate.main` runs reuse the translator loaded above."""
     real_loader = translate.load_translator
 
-    def load_translator(checkpoint, weights):
-        if (checkpoint, weights) == (str(DEFAULT_MODEL_DIR), "best"):
+    def load_translator(checkpoint, weights, *options):
+        if (checkpoint, weights, *options) == (str(DEFAULT_MODEL_DIR), "best"):
             return translator
-        return real_loader(checkpoint, weights)
+        return real_loader(checkpoint, weights, *options)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(translate, "load_translator", load_translator)

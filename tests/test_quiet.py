@@ -44,3 +44,15 @@ def test_loading_tensorflow_prints_nothing_unless_verbose():
     loud = run_python("from nmt.quiet import load_tensorflow\nload_tensorflow(verbose=True)\n")
     assert loud.returncode == 0
     assert loud.stderr.strip(), "verbose start-up should show TensorFlow's own lines"
+
+
+def test_tensorflow_starts_without_matplotlib_which_still_imports_afterwards():
+    result = run_python(
+        "import sys\n"
+        "from nmt.quiet import load_tensorflow\n"
+        "load_tensorflow()\n"
+        "print('matplotlib' in sys.modules)\n"
+        "import matplotlib.pyplot\n"
+        "print(matplotlib.pyplot.figure is not None)\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]

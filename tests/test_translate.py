@@ -38,10 +38,11 @@ def load_each_checkpoint_once():
     """Reuse loaded models across in-process runs (skips rebuilding and retracing)."""
     real_loader, loaded = translate.load_translator, {}
 
-    def load_translator(checkpoint, weights):
-        if (checkpoint, weights) not in loaded:
-            loaded[checkpoint, weights] = real_loader(checkpoint, weights)
-        return loaded[checkpoint, weights]
+    def load_translator(checkpoint, weights, *options):
+        key = (checkpoint, weights, *options)
+        if key not in loaded:
+            loaded[key] = real_loader(checkpoint, weights, *options)
+        return loaded[key]
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(translate, "load_translator", load_translator)

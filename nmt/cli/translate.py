@@ -28,10 +28,12 @@ from pathlib import Path
 from nmt.alignment import sentence_alignment, to_pharaoh
 from nmt.cli import ArgumentParser
 from nmt.config import DEFAULT_LENGTH_PENALTY, check_search_options
+from nmt.precision import DEFAULT_DTYPE, DTYPES
 from nmt.quiet import load_tensorflow
 from nmt.rundir import CONFIG_FILE
 from nmt.sentences import join_sentences, translate_lines
 from nmt.shipped import add_model_options, chosen_directories
+from nmt.xla_cache import enable_xla_cache
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="longest translation, as a multiple of the source length (+5)")
     search.add_argument("--batch-size", type=int, default=64, metavar="N",
                         help="sentences per batch")
+    add_speed_options(search)
     search.add_argument("--n-best", type=int, default=1, metavar="K",
                         help="print the K best candidates of every sentence as "
                              "'LINE ||| text ||| score' (LINE.SENTENCE for a line of several)")
@@ -85,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--verbose", action="store_true",
                       help="show TensorFlow's start-up messages")
     return parser
+
+
+def add_speed_options(group) -> None:
+    """--dtype and --no-xla, for translating and for serving."""
+    group.add_argument("--dtype", default=DEFAULT_DTYPE, choices=DTYPES,
+                       help="compute dtype of the search: bfloat16 runs the matmuls in "
+                            "bfloat16 (softmax and scores stay float32; a few translations "
+                            "change, see README); auto picks bfloat16 only on a CPU with "
+                            "AVX512-BF16 or AMX")
+    group.add_argument("--no-xla", dest="xla", action="store_false",
+                       help="run the search as a plain TensorFlow graph instead of compiling "
+                            "it with XLA (slower; for comparison)")
 
 
 def build_serve_parser() -> argparse.ArgumentParser:
@@ -113,6 +128,7 @@ def build_serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes)
     parser.add_argument("--beam", type=int, default=limits.default_beam,
                         help="beam size when a request gives none")
+    add_speed_options(parser)
     guard = parser.add_argument_group("reliability (see README: Reliability of serve)")
     guard.add_argument("--max-work", type=int, default=limits.max_work,
                        help="most source tokens x beam per request (over it: 413)")
@@ -163,7 +179,7 @@ def serve_main(argv: list[str]) -> int:
     ensure_port_free(args.host, args.port)
     translators = {}
     for directory in directories:
-        translator = load_translator(str(directory), args.weights)
+        translator = load_translator(str(directory), args.weights, args.dtype, args.xla)
         if translator.name in translators:
             raise NmtError(f"two models are named {translator.name}; serve run directories "
                            "with different names")
@@ -193,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         with storage_errors():  # a full, read-only or forbidden disk: one line
             if argv and argv[0] in ("serve", "export"):
                 verbose = "--verbose" in argv
+                enable_xla_cache()
                 load_tensorflow(verbose=verbose)
                 rest = [arg for arg in argv[1:] if arg != "--verbose"]
                 return serve_main(rest) if argv[0] == "serve" else export_main(rest)
@@ -270,8 +287,10 @@ def run(args: argparse.Namespace) -> int:
 
     directory = check_arguments(args)
     references = read_sentences(args.ref) if args.ref else None
+    if args.xla:
+        enable_xla_cache()
     load_tensorflow(verbose=args.verbose)
-    translator = load_translator(str(directory), args.weights)
+    translator = load_translator(str(directory), args.weights, args.dtype, args.xla)
     if args.sentences or args.input:
         lines = args.sentences or read_sentences(args.input)
         batches, total = iter([lines]), len(lines)
@@ -327,11 +346,12 @@ class _NoProgress:
         """Nothing to draw."""
 
 
-def load_translator(checkpoint: str, weights: str):
+def load_translator(checkpoint: str, weights: str, dtype: str = DEFAULT_DTYPE,
+                    xla: bool = True):
     from nmt.rundir import weights_file
     from nmt.translator import Translator
 
-    return Translator.load(Path(checkpoint), weights_file(weights))
+    return Translator.load(Path(checkpoint), weights_file(weights), dtype=dtype, jit_compile=xla)
 
 
 def write_line(output, sentences: list, line: int, args) -> None:

@@ -1,0 +1,54 @@
+"""nmt.xla_cache: translate.py keeps its compiled searches on disk and reuses them."""
+
+import os
+import subprocess
+import sys
+
+from nmt import xla_cache
+from tests.helpers import REPO
+
+
+def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("NMT_XLA_CACHE", str(tmp_path / "mine"))
+    assert xla_cache.cache_directory().parent == tmp_path / "mine"
+    assert xla_cache.cache_directory().name.startswith("tensorflow-")
+    monkeypatch.setenv("NMT_XLA_CACHE", "off")
+    assert xla_cache.cache_directory() is None
+    monkeypatch.delenv("NMT_XLA_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert xla_cache.cache_directory().parent == tmp_path / "xdg" / "nmt" / "xla"
+
+
+def test_enabling_adds_the_flag_once_and_keeps_the_users_own(monkeypatch, tmp_path):
+    monkeypatch.setenv("NMT_XLA_CACHE", str(tmp_path))
+    monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_auto_jit=0")
+    directory = xla_cache.enable_xla_cache()
+    assert directory.is_dir()
+    assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_auto_jit=0 {xla_cache.FLAG}={directory}"
+    assert xla_cache.enable_xla_cache() is None  # named already: left alone
+    assert os.environ["TF_XLA_FLAGS"].count(xla_cache.FLAG) == 1
+
+
+def test_a_folder_that_cannot_be_made_means_no_cache(monkeypatch, tmp_path):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("NMT_XLA_CACHE", str(tmp_path / "file" / "cache"))
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    assert xla_cache.enable_xla_cache() is None
+    assert "TF_XLA_FLAGS" not in os.environ
+
+
+def test_a_second_run_loads_what_the_first_compiled(tiny_run, tmp_path):
+    env = {**os.environ, "NMT_XLA_CACHE": str(tmp_path)}
+    env.pop("TF_XLA_FLAGS", None)
+
+    def translate():
+        completed = subprocess.run(
+            [sys.executable, str(REPO / "translate.py"), "--checkpoint", str(tiny_run),
+             "Ein Mann fährt Fahrrad."], capture_output=True, text=True, env=env, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        return completed.stdout, sorted(path.name for path in tmp_path.rglob("*.pb"))
+
+    first, compiled = translate()
+    second, after = translate()
+    assert compiled and after == compiled  # loaded, not compiled again
+    assert second == first
