@@ -18,7 +18,7 @@ import tensorflow as tf
 from nmt.config import DEFAULT_LENGTH_PENALTY, Config, check_search_options
 from nmt.decoding import beam_search, greedy_search
 from nmt.errors import CheckpointError, NmtError
-from nmt.model import Seq2Seq
+from nmt.model import TranslationModel, make_model
 from nmt.rundir import (
     BEST_WEIGHTS_FILE,
     CONFIG_FILE,
@@ -68,7 +68,7 @@ class Translation:
 class Translator:
     """A model plus its source and target tokenizers."""
 
-    def __init__(self, config: Config, model: Seq2Seq, source_tokenizer: SubwordTokenizer,
+    def __init__(self, config: Config, model: TranslationModel, source_tokenizer: SubwordTokenizer,
                  target_tokenizer: SubwordTokenizer, name: str = "model"):
         self.config, self.model, self.name = config, model, name
         self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
@@ -94,7 +94,7 @@ class Translator:
             raise CheckpointError(f"checkpoint {run_dir} is incomplete: {missing[0]} is missing")
         verify_checksums(run_dir, (*TOKENIZER_FILES, weights))
         config = Config.load(run_dir / CONFIG_FILE)
-        model = Seq2Seq(config.model)
+        model = make_model(config.model)
         model.build()
         try:
             model.load_weights(run_dir / weights)
