@@ -23,7 +23,7 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor) -> dict[str, 
     """Pick the most probable token at every step.
 
     Args:
-        model: a `Seq2Seq`. source: [batch, ts] ids (EOS-terminated, PAD-padded).
+        model: a `nmt.model.TranslationModel`. source: [batch, ts] ids (EOS-terminated, PAD-padded).
         max_length: the most target tokens to produce (EOS included): a scalar, or one
             limit per sentence [batch] so that a sentence's output does not depend on the
             other sentences in its batch.
@@ -31,7 +31,10 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor) -> dict[str, 
         tokens [batch, tt] (EOS then PAD), weights [batch, tt, ts], scores [batch] (sum of
         token log-probabilities), lengths [batch] (tokens up to and including EOS).
     """
-    memory, state = model.encode(source, training=False)
+    # The longest output bounds the steps, so a model with a cache per target position
+    # (nmt.transformer) allocates it once.
+    memory, state = model.encode(source, training=False,
+                                 max_steps=tf.reduce_max(tf.cast(max_length, tf.int32)))
     batch = tf.shape(source)[0]
     max_lengths = tf.broadcast_to(tf.cast(max_length, tf.int32), [batch])
 
@@ -75,7 +78,10 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
         (log-probability / length penalty), log_probs [batch, beam], lengths [batch, beam];
         hypotheses sorted best first.
     """
-    memory, state = model.encode(source, training=False)
+    # The longest output bounds the steps, so a model with a cache per target position
+    # (nmt.transformer) allocates it once.
+    memory, state = model.encode(source, training=False,
+                                 max_steps=tf.reduce_max(tf.cast(max_length, tf.int32)))
     batch, k = tf.shape(source)[0], beam_size
     max_lengths = tf.broadcast_to(tf.cast(max_length, tf.int32), [batch])[:, None]
     source_length = tf.shape(source)[1]
