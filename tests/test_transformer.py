@@ -133,6 +133,22 @@ def test_beam_search_runs_in_a_graph_with_a_cache_per_hypothesis():
     assert np.all(np.diff(scores, axis=1) <= 0)  # best first
 
 
+@pytest.mark.parametrize("score", ["scaled_dot", "additive"])
+def test_xla_compiled_decode_step_matches_eager(score):
+    """Fixed shapes (a cache of max_steps slots): the step compiles with XLA."""
+    model = transformer(score=score)
+    source, target_in = toy_batch()
+    memory, state = model.encode(source, max_steps=5)
+    compiled = tf.function(model.decode_step, jit_compile=True)
+    for position in range(3):
+        logits, new_state, weights = model.decode_step(target_in[:, position], state, memory)
+        xla_logits, xla_state, xla_weights = compiled(target_in[:, position], state, memory)
+        np.testing.assert_allclose(np.asarray(xla_logits), np.asarray(logits), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(xla_weights), np.asarray(weights), atol=1e-6)
+        assert xla_state["keys"].shape == new_state["keys"].shape
+        state = new_state
+
+
 def test_sinusoids_follow_the_paper():
     table = np.asarray(sinusoidal_positions(tf.range(4), 6))
     rates = 10000.0 ** (-np.arange(3) * 2 / 6)
@@ -215,24 +231,46 @@ def test_equal_size_scores_need_no_rnn_size_match_in_a_transformer():
 
 
 # ---------------------------------------------------------------- export and learning
-def test_saved_model_export_equals_the_translator(tmp_path):
-    from nmt.export import export_saved_model
+SENTENCES = ["Ein Mann fährt Fahrrad.", "", "Zwei Hunde spielen im Schnee vor dem Haus."]
+
+
+def tiny_translator(seed=6, **overrides):
+    """An untrained tiny Transformer with the default shipped model's tokenizers."""
     from nmt.shipped import DEFAULT_MODEL, SHIPPED_DIR
     from nmt.tokenizer import SubwordTokenizer
     from nmt.translator import Translator
 
     # Seed first: keras.utils.set_random_seed drops the eager sentencepiece resources of
     # tokenizers loaded before it.
-    keras.utils.set_random_seed(6)
+    keras.utils.set_random_seed(seed)
     shipped = SHIPPED_DIR / DEFAULT_MODEL
     source_tokenizer = SubwordTokenizer.load(shipped / "source.model")
     target_tokenizer = SubwordTokenizer.load(shipped / "target.model")
     config = Config.from_dict(json.loads((shipped / "config.json").read_text()))
     config.model = transformer_config(src_vocab_size=source_tokenizer.vocab_size,
-                                      tgt_vocab_size=target_tokenizer.vocab_size, layers=1)
-    translator = Translator(config, build_model(config.model), source_tokenizer,
-                            target_tokenizer, name="tiny-transformer")
-    sentences = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee vor dem Haus."]
+                                      tgt_vocab_size=target_tokenizer.vocab_size, **overrides)
+    return Translator(config, build_model(config.model), source_tokenizer, target_tokenizer,
+                      name="tiny-transformer")
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_translations_carry_every_layer_and_head(beam):
+    translator = tiny_translator(layers=3, heads=2)
+    translations = translator.translate(SENTENCES, beam=beam)
+    assert translations[1].heads is None and translations[1].text == ""
+    for translation in (translations[0], translations[2]):
+        shape = (len(translation.target_tokens), len(translation.source_tokens))
+        assert translation.heads.shape == (3, 2, *shape)
+        # the default matrix is the penultimate layer's head-average, as the search gave it
+        np.testing.assert_allclose(translation.heads[1].mean(axis=0), translation.attention,
+                                   atol=1e-5)
+
+
+def test_saved_model_export_equals_the_translator(tmp_path):
+    from nmt.export import export_saved_model
+
+    translator = tiny_translator(layers=1)
+    sentences = SENTENCES
     # Translate and export before loading: a SavedModel loaded in this process takes over
     # the sentencepiece resources of the translator's tokenizers.
     expected = {beam: translator.translate(sentences, beam=beam, alpha=0.6) for beam in (1, 2)}
