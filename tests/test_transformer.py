@@ -308,3 +308,30 @@ def test_a_tiny_transformer_learns_to_reverse():
     print(f"greedy exact matches: {exact}")
     assert exact >= 0.8
     assert BOS_ID not in tokens and EOS_ID in tokens
+
+
+# --------------------------------------------------------------------------- command line
+def test_train_flags_set_the_architecture_fields():
+    from nmt.cli import train as train_cli
+
+    args = train_cli.build_parser().parse_args([
+        "--architecture", "transformer", "--layers", "2", "--model-dim", "64", "--heads", "8",
+        "--ffn-dim", "128", "--positions", "learned", "--share-embeddings",
+        "--src-vocab-size", "500", "--tgt-vocab-size", "500", "--alignment-layer", "0"])
+    model = train_cli.config_from_args(args).model
+    assert (model.architecture, model.layers, model.model_dim, model.heads, model.ffn_dim,
+            model.positions, model.share_embeddings, model.alignment_layer) == (
+        "transformer", 2, 64, 8, 128, "learned", True, 0)
+    args = train_cli.build_parser().parse_args(["--cell", "lstm"])
+    assert train_cli.config_from_args(args).model.cell == "lstm"
+
+
+@pytest.mark.parametrize("argv", [["--architecture", "cnn"], ["--cell", "rnn"],
+                                  ["--positions", "rotary"]])
+def test_bad_choices_are_refused_by_the_parser(argv, capsys):
+    from nmt.cli import train as train_cli
+
+    with pytest.raises(SystemExit) as exit_:
+        train_cli.build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    assert f"invalid choice: '{argv[1]}'" in capsys.readouterr().err
