@@ -143,3 +143,20 @@ def test_bad_arguments_are_refused():
         MultiHeadAttention(2, 4, score="nope")
     with pytest.raises(ValueError, match="heads and key_dim must be >= 1"):
         MultiHeadAttention(0, 4)
+
+
+@pytest.mark.parametrize("score", ["scaled_dot", "additive"])
+def test_keras_file_round_trip_in_a_functional_model(score, tmp_path):
+    """Symbolic call (compute_output_spec), saving and loading with no custom_objects."""
+    keras.utils.set_random_seed(2)
+    query = keras.Input((None, DQ))
+    keys = keras.Input((None, DK))
+    output, weights = MultiHeadAttention(HEADS, KEY_DIM, score=score, units=3)(query, keys)
+    assert tuple(weights.shape) == (None, HEADS, None, None) and weights.dtype == "float32"
+    model = keras.Model([query, keys], [output, weights])
+    inputs = make_inputs(4, seed=6)[:2]
+    expected = model(list(inputs))
+    model.save(tmp_path / "multihead.keras")
+    restored = keras.saving.load_model(tmp_path / "multihead.keras")
+    for got, want in zip(restored(list(inputs)), expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
