@@ -129,6 +129,11 @@ class ModelConfig:
     def _validate_transformer(self) -> None:
         """The Transformer's own constraints (every score compares per-head vectors of equal
         size, so the RNN's size check does not apply)."""
+        for name, rnn_only in (("input_feeding", self.input_feeding),
+                               ("cell", self.cell != "gru")):
+            if rnn_only:  # a flag the Transformer would silently ignore
+                raise ConfigError(f"model.{name} applies to architecture 'rnn' only; received "
+                                  f"{getattr(self, name)!r} with architecture 'transformer'")
         if self.model_dim % self.heads:
             raise ConfigError(f"model.model_dim: expected a multiple of model.heads="
                               f"{self.heads}, received {self.model_dim}")

@@ -215,6 +215,8 @@ def test_config_json_and_weights_rebuild_the_model(tmp_path):
     ({"positions": "rotary"}, "model.positions: expected one of ['sinusoidal', 'learned']"),
     ({"alignment_layer": 2}, "model.alignment_layer: expected None or a layer index in [0, 2)"),
     ({"heads": 0}, "model.heads: expected >= 1"),
+    ({"cell": "lstm"}, "model.cell applies to architecture 'rnn' only; received 'lstm'"),
+    ({"input_feeding": True}, "model.input_feeding applies to architecture 'rnn' only"),
 ])
 def test_bad_transformer_settings_are_one_line_errors(overrides, fragment):
     with pytest.raises(ConfigError) as error:
