@@ -190,7 +190,8 @@ class Attention(keras.layers.Layer):
 
     Call:
         query [batch, tq, dq], keys [batch, ts, dk], values [batch, ts, dv] (default: keys),
-        mask [batch, ts] boolean, True for a real source token.
+        mask [batch, ts] boolean, True for a real source token; or [batch, tq, ts], True
+        where query i may see key j (a causal mask in decoder self-attention).
     Returns:
         context [batch, tq, dv] and weights [batch, tq, ts]; each weight row sums to 1 over
         the unmasked positions and is exactly 0 at masked ones. The weights are float32 under
@@ -257,10 +258,13 @@ class Attention(keras.layers.Layer):
     def normalise(self, scores, mask=None, training=False):
         """Masked softmax (soft) or a one-hot choice (hard); masked weights are exactly 0.
 
-        Always in float32, whatever the dtype of `scores`."""
+        Always in float32, whatever the dtype of `scores`. `mask`: [batch, ts] or
+        [batch, tq, ts]."""
         scores = tf.cast(scores, tf.float32)
         if mask is not None:
-            mask = tf.cast(mask, tf.bool)[:, None, :]  # [batch, 1, ts]
+            mask = tf.cast(mask, tf.bool)
+            if mask.shape.rank == 2:
+                mask = mask[:, None, :]  # [batch, 1, ts]: the same keys for every query
             scores = tf.where(mask, scores, NEG_INF)
         if self.mode == "soft":
             weights = tf.nn.softmax(scores, axis=-1)

@@ -26,7 +26,7 @@ from nmt.errors import StorageError
 from nmt.evaluation import corpus_scores
 from nmt.files import check_free_space, disk_is_full, storage_errors
 from nmt.metrics_record import RunMetrics, epoch_record, scalar
-from nmt.model import Seq2Seq
+from nmt.model import make_model
 from nmt.rundir import (
     BEST_WEIGHTS_FILE,
     LAST_WEIGHTS_FILE,
@@ -272,9 +272,9 @@ _TWINS: dict[int, keras.Model] = {}
 
 
 def weights_twin(model: keras.Model) -> keras.Model:
-    """An uncompiled float32 Seq2Seq of `model`'s config, built once per training run."""
+    """An uncompiled float32 model of `model`'s config, built once per training run."""
     if id(model) not in _TWINS:
-        twin = Seq2Seq(model.config)
+        twin = make_model(model.config)
         twin.build()
         _TWINS.clear()  # one training run at a time
         _TWINS[id(model)] = twin

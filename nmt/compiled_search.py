@@ -59,7 +59,7 @@ class CompiledSearch:
     compiles for each padded shape on first use and keeps.
 
     Args:
-        model: a `Seq2Seq`.
+        model: a `nmt.model.TranslationModel`.
         jit_compile: False runs the search as one plain graph for any shape, unpadded (the
             code before XLA; for comparison and for training's validation).
     """

@@ -50,6 +50,9 @@ def check_search_options(length_penalty: float, max_length_ratio: float,
                           f"{max_length_ratio}")
 
 LR_SCHEDULES = ("constant", "inverse_sqrt", "cosine")
+ARCHITECTURES = ("rnn", "transformer")
+CELLS = ("gru", "lstm")
+POSITIONS = ("sinusoidal", "learned")
 
 
 @dataclass
@@ -73,14 +76,35 @@ class ModelConfig:
     # Training drops whole source and target words (their embedding vectors) with this
     # probability (Gal & Ghahramani 2016; Sennrich & Zhang 2019); 0 = off
     word_dropout: float = 0.0
+    # The defaults below mean the recurrent model every checkpoint before them holds.
+    architecture: str = "rnn"  # "rnn" (the fields above) or "transformer" (the fields below)
+    cell: str = "gru"  # recurrent cell of the RNN encoder and decoder: "gru" or "lstm"
+    # Transformer only (nmt.transformer); `score`, `attention_mode`, `attention_units`,
+    # `hard_temperature`, `dropout`, `word_dropout` and `tie_embeddings` apply to it too
+    layers: int = 3  # encoder layers, and as many decoder layers
+    model_dim: int = 256  # embedding and residual-stream size
+    heads: int = 4  # attention heads; each has model_dim / heads features
+    ffn_dim: int = 1024  # hidden size of the position-wise feed-forward network
+    positions: str = "sinusoidal"  # "sinusoidal" or "learned" position embeddings
+    max_positions: int = 512  # rows of learned position embeddings (later positions reuse
+    # the last row)
+    share_embeddings: bool = False  # one embedding for source and target (equal vocabularies)
+    # cross-attention layer whose head-average is the translation's alignment matrix (plots,
+    # alignments); None = the penultimate layer (or the only one), see nmt.transformer
+    alignment_layer: int | None = None
 
     def validate(self) -> None:
         """Raise ConfigError for values the model cannot be built from."""
         from nmt import attention  # local import: attention imports keras
 
         for name in ("src_vocab_size", "tgt_vocab_size", "embedding_dim", "encoder_units",
-                     "encoder_layers", "decoder_units", "decoder_layers", "attention_units"):
+                     "encoder_layers", "decoder_units", "decoder_layers", "attention_units",
+                     "layers", "model_dim", "heads", "ffn_dim", "max_positions"):
             _require(getattr(self, name) >= 1, f"model.{name}", ">= 1", getattr(self, name))
+        for name, allowed in (("architecture", ARCHITECTURES), ("cell", CELLS),
+                              ("positions", POSITIONS)):
+            _require(getattr(self, name) in allowed, f"model.{name}", f"one of {list(allowed)}",
+                     getattr(self, name))
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "a value in [0, 1)", self.dropout)
         _require(0.0 <= self.word_dropout < 1.0, "model.word_dropout", "a value in [0, 1)",
                  self.word_dropout)
@@ -91,6 +115,9 @@ class ModelConfig:
                 check(getattr(self, name))
             except ValueError as error:
                 raise ConfigError(f"model.{name}: {error}") from None
+        if self.architecture == "transformer":
+            self._validate_transformer()
+            return
         key_dim = 2 * self.encoder_units
         if attention.SCORES[self.score].needs_equal_dims and key_dim != self.decoder_units:
             raise ConfigError(
@@ -98,6 +125,25 @@ class ModelConfig:
                 f"decoder_units must equal 2 * encoder_units; received decoder_units="
                 f"{self.decoder_units}, encoder_units={self.encoder_units}. Use score 'general' "
                 "or 'additive' for different sizes.")
+
+    def _validate_transformer(self) -> None:
+        """The Transformer's own constraints (every score compares per-head vectors of equal
+        size, so the RNN's size check does not apply)."""
+        for name, rnn_only in (("input_feeding", self.input_feeding),
+                               ("cell", self.cell != "gru")):
+            if rnn_only:  # a flag the Transformer would silently ignore
+                raise ConfigError(f"model.{name} applies to architecture 'rnn' only; received "
+                                  f"{getattr(self, name)!r} with architecture 'transformer'")
+        if self.model_dim % self.heads:
+            raise ConfigError(f"model.model_dim: expected a multiple of model.heads="
+                              f"{self.heads}, received {self.model_dim}")
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ConfigError(f"model.share_embeddings needs equal vocabularies; received "
+                              f"src_vocab_size={self.src_vocab_size}, tgt_vocab_size="
+                              f"{self.tgt_vocab_size}")
+        layer = self.alignment_layer
+        _require(layer is None or 0 <= layer < self.layers, "model.alignment_layer",
+                 f"None or a layer index in [0, {self.layers})", layer)
 
 
 @dataclass

@@ -37,7 +37,7 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor,
     """Pick the most probable token at every step.
 
     Args:
-        model: a `Seq2Seq`. source: [batch, ts] ids (EOS-terminated, PAD-padded).
+        model: a `nmt.model.TranslationModel`. source: [batch, ts] ids (EOS-terminated, PAD-padded).
         max_length: the most target tokens to produce (EOS included): a scalar, or one
             limit per sentence [batch] so that a sentence's output does not depend on the
             other sentences in its batch.
@@ -46,7 +46,10 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor,
         tokens [batch, tt] (EOS then PAD), weights [batch, tt, ts], scores [batch] (sum of
         token log-probabilities), lengths [batch] (tokens up to and including EOS).
     """
-    memory, state = model.encode(source, training=False)
+    # The longest output bounds the steps, so a model with a cache per target position
+    # (nmt.transformer) allocates it once.
+    memory, state = model.encode(source, training=False,
+                                 max_steps=_cache_steps(max_length, max_steps))
     batch = tf.shape(source)[0]
     max_lengths = tf.broadcast_to(tf.cast(max_length, tf.int32), [batch])
 
@@ -92,7 +95,10 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
         (log-probability / length penalty), log_probs [batch, beam], lengths [batch, beam];
         hypotheses sorted best first.
     """
-    memory, state = model.encode(source, training=False)
+    # The longest output bounds the steps, so a model with a cache per target position
+    # (nmt.transformer) allocates it once.
+    memory, state = model.encode(source, training=False,
+                                 max_steps=_cache_steps(max_length, max_steps))
     batch, k = tf.shape(source)[0], beam_size
     max_lengths = tf.broadcast_to(tf.cast(max_length, tf.int32), [batch])[:, None]
     # Every sentence gets k copies of its memory and state: batch-major [batch * k, ...].
@@ -185,6 +191,14 @@ def _backtrack(history: tuple, steps: tf.Tensor, rows: tf.Tensor,
         lambda time, *_: time >= 0, follow,
         (steps - 1, tf.range(rows), out_tokens, out_attention))
     return out_tokens.stack(), out_attention.stack()
+
+
+def _cache_steps(max_length: tf.Tensor, max_steps: int | tf.Tensor | None) -> int | tf.Tensor:
+    """Decoding steps to come: the static `max_steps` when given (a static cache shape under
+    XLA), otherwise the longest `max_length`."""
+    if max_steps is not None:
+        return max_steps
+    return tf.reduce_max(tf.cast(max_length, tf.int32))
 
 
 def _steps_array(dtype: tf.DType, max_steps: int | tf.Tensor | None,

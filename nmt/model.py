@@ -1,12 +1,17 @@
 """The recurrent encoder-decoder with selectable attention, and its single decoding step.
 
-Encoder: embedding + bidirectional GRU layers. Decoder: embedding + GRU layers + the
-`Attention` layer + Luong's attentional hidden state h~ = tanh(Wc [h; c]) + output layer.
+Encoder: embedding + bidirectional GRU (or LSTM) layers. Decoder: embedding + GRU (or LSTM)
+layers + the `Attention` layer + Luong's attentional hidden state h~ = tanh(Wc [h; c]) +
+output layer.
 
 Without input feeding the decoder runs its GRUs over the whole target sequence at once and
 attends for all positions in one batched matmul; with input feeding (Luong et al. 2015,
 section 3.3) h~ of step t-1 is part of the input at step t, so training steps through time
 with the same `decode_step` that greedy and beam search use.
+
+`TranslationModel` holds what every architecture shares (training step, metrics, config);
+`make_model` builds the one `ModelConfig.architecture` names (the Transformer lives in
+`nmt.transformer`).
 """
 
 from __future__ import annotations
@@ -20,26 +25,30 @@ from nmt.config import ModelConfig
 from nmt.losses import token_losses
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
-State = dict  # {"hidden": [batch, layers, units], "feed": [batch, feed_dim]}
+# {"hidden": [batch, layers, units], "feed": [batch, feed_dim]}, and with LSTM cells
+# "cell": [batch, layers, units]
+State = dict
 Memory = dict  # {"keys": prepared keys [batch, ts, ...], "values": [batch, ts, dv], "mask"}
 
 
 @keras.saving.register_keras_serializable(package="nmt")
 class Encoder(keras.layers.Layer):
-    """Source token ids [batch, ts] -> states [batch, ts, 2*units] and final [batch, 2*units]."""
+    """Source token ids [batch, ts] -> states [batch, ts, 2*units] and final [batch, 2*units]
+    (the last hidden states of both directions; an LSTM's memory cells are not passed on)."""
 
     def __init__(self, vocab_size: int, embedding_dim: int, units: int, num_layers: int = 1,
-                 dropout: float = 0.0, word_dropout: float = 0.0, **kwargs):
+                 dropout: float = 0.0, word_dropout: float = 0.0, cell: str = "gru", **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.embedding_dim = vocab_size, embedding_dim
         self.units, self.num_layers, self.dropout_rate = units, num_layers, dropout
-        self.word_dropout_rate = word_dropout
+        self.word_dropout_rate, self.cell = word_dropout, cell
         self.drop_words = word_dropout_layer(word_dropout, sequence=True)
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        recurrent = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[cell]
         self.rnns = [
             keras.layers.Bidirectional(
-                keras.layers.GRU(units, return_sequences=True, return_state=True),
-                name=f"bigru_{index}")
+                recurrent(units, return_sequences=True, return_state=True),
+                name=f"bi{cell}_{index}")
             for index in range(num_layers)
         ]
         self.dropout = keras.layers.Dropout(dropout)
@@ -49,15 +58,17 @@ class Encoder(keras.layers.Layer):
         states = self.dropout(self.drop_words(self.embedding(tokens), training=training),
                               training=training)
         for rnn in self.rnns:
-            outputs, forward, backward = rnn(states, mask=mask, training=training)
+            outputs, *finals = rnn(states, mask=mask, training=training)
             states = self.dropout(outputs, training=training)  # [batch, ts, 2*units]
+        # GRU: [forward h, backward h]; LSTM: [forward h, forward c, backward h, backward c]
+        forward, backward = finals[0], finals[len(finals) // 2]
         return states, tf.concat([forward, backward], axis=-1), mask
 
     def get_config(self):
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, embedding_dim=self.embedding_dim,
                       units=self.units, num_layers=self.num_layers, dropout=self.dropout_rate,
-                      word_dropout=self.word_dropout_rate)
+                      word_dropout=self.word_dropout_rate, cell=self.cell)
         return config
 
 
@@ -69,12 +80,14 @@ def word_dropout_layer(rate: float, sequence: bool) -> keras.layers.Layer:
     return keras.layers.Dropout(rate, noise_shape=(None, None, 1) if sequence else (None, 1))
 
 
-@keras.saving.register_keras_serializable(package="nmt")
-class Seq2Seq(distribute.PrebuiltModel):
-    """Encoder-decoder built from a `ModelConfig`.
+class TranslationModel(distribute.PrebuiltModel):
+    """What every encoder-decoder shares: its `ModelConfig`, the training and test steps
+    (token-level loss, label smoothing, metrics) and Keras serialisation.
 
-    `call((source, target_in))` returns logits [batch, tt, vocab] and attention weights
-    [batch, tt, ts]; `encode` + `decode_step` are the pieces decoding builds on.
+    A subclass provides `call((source, target_in)) -> (logits [batch, tt, vocab], weights
+    [batch, tt, ts])`, `encode(source, training, max_steps) -> (memory, state)`,
+    `decode_step(tokens, state, memory, training) -> (logits, state, weights [batch, ts])`
+    and `build()`.
     """
 
     def __init__(self, config: ModelConfig | dict, **kwargs):
@@ -83,129 +96,11 @@ class Seq2Seq(distribute.PrebuiltModel):
             config = ModelConfig(**config)
         config.validate()
         self.config = config
-        c = config
-        self.encoder = Encoder(c.src_vocab_size, c.embedding_dim, c.encoder_units,
-                               c.encoder_layers, c.dropout, c.word_dropout, name="encoder")
-        self.target_embedding = keras.layers.Embedding(c.tgt_vocab_size, c.embedding_dim,
-                                                       name="target_embedding")
-        self.bridge = keras.layers.Dense(c.decoder_layers * c.decoder_units, activation="tanh",
-                                         name="bridge")
-        self.decoder_rnns = [
-            keras.layers.RNN(keras.layers.GRUCell(c.decoder_units, name=f"cell_{index}"),
-                             return_sequences=True, return_state=True, name=f"decoder_gru_{index}")
-            for index in range(c.decoder_layers)
-        ]
-        self.attention = Attention(score=c.score, mode=c.attention_mode, units=c.attention_units,
-                                   temperature=c.hard_temperature, name="attention")
-        self.feed_dim = c.embedding_dim if c.tie_embeddings else c.decoder_units
-        self.combine = keras.layers.Dense(self.feed_dim, activation="tanh", use_bias=False,
-                                          name="combine")
-        self.dropout = keras.layers.Dropout(c.dropout)
-        self.drop_words = word_dropout_layer(c.word_dropout, sequence=True)
-        self.drop_step_words = word_dropout_layer(c.word_dropout, sequence=False)
-        if not c.tie_embeddings:
-            self.output_layer = keras.layers.Dense(c.tgt_vocab_size, name="output")
         self.label_smoothing = 0.0  # set by training; not part of the architecture
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         self.token_counter = keras.metrics.Sum(name="tokens")
-
-    # ----------------------------------------------------------------- building blocks
-    def encode(self, source, training=False) -> tuple[Memory, State]:
-        """Source ids [batch, ts] -> attention memory and the decoder's initial state."""
-        c = self.config
-        states, final, mask = self.encoder(source, training=training)
-        hidden = self.bridge(final)  # [batch, layers * units]
-        batch = tf.shape(source)[0]
-        state = {
-            "hidden": tf.reshape(hidden, [batch, c.decoder_layers, c.decoder_units]),
-            "feed": tf.zeros([batch, self.feed_dim], dtype=hidden.dtype),
-        }
-        memory = {"keys": self.attention.prepare_keys(states), "values": states, "mask": mask}
-        return memory, state
-
-    def decode_step(self, tokens, state: State, memory: Memory, training=False):
-        """One decoder step.
-
-        Args:
-            tokens: previous target ids [batch]. state: as returned by `encode` or the
-            previous step. memory: as returned by `encode` (tiled for beam search).
-        Returns:
-            logits [batch, vocab], the new state, attention weights [batch, ts].
-        """
-        inputs = self.drop_step_words(self.target_embedding(tokens), training=training)
-        inputs = self.dropout(inputs, training=training)
-        if self.config.input_feeding:
-            inputs = tf.concat([inputs, state["feed"]], axis=-1)
-        hidden = []
-        for index, rnn in enumerate(self.decoder_rnns):
-            inputs, _ = rnn.cell(inputs, [state["hidden"][:, index]], training=training)
-            hidden.append(inputs)
-            if index + 1 < len(self.decoder_rnns):
-                inputs = self.dropout(inputs, training=training)
-        context, weights = self.attention.attend(inputs[:, None, :], memory["keys"],
-                                                 memory["values"], memory["mask"],
-                                                 training=training)
-        attentional, logits = self._output(inputs, context[:, 0], training)
-        new_state = {"hidden": tf.stack(hidden, axis=1), "feed": attentional}
-        return logits, new_state, weights[:, 0]
-
-    def _output(self, hidden, context, training):
-        """Luong eq. 5: h~ = tanh(Wc [h; c]); logits = Wo h~ (or E^T h~ when tied)."""
-        attentional = self.combine(tf.concat([hidden, context], axis=-1))
-        features = self.dropout(attentional, training=training)
-        if self.config.tie_embeddings:
-            embeddings = tf.cast(self.target_embedding.embeddings, features.dtype)
-            logits = tf.matmul(features, embeddings, transpose_b=True)
-        else:
-            logits = self.output_layer(features)
-        return attentional, logits
-
-    # ------------------------------------------------------------------ teacher forcing
-    def call(self, inputs, training=False):
-        source, target_in = inputs
-        memory, state = self.encode(source, training=training)
-        if self.config.input_feeding:
-            return self._decode_stepwise(target_in, state, memory, training)
-        return self._decode_parallel(target_in, state, memory, training)
-
-    def _decode_parallel(self, target_in, state, memory, training):
-        """All target positions at once: GRUs over the sequence, one batched attention."""
-        states = self.drop_words(self.target_embedding(target_in), training=training)
-        states = self.dropout(states, training=training)
-        for index, rnn in enumerate(self.decoder_rnns):
-            states, _ = rnn(states, initial_state=[state["hidden"][:, index]], training=training)
-            if index + 1 < len(self.decoder_rnns):
-                states = self.dropout(states, training=training)
-        context, weights = self.attention(states, memory["values"], mask=memory["mask"],
-                                          training=training)
-        _, logits = self._output(states, context, training)
-        return logits, weights
-
-    def _decode_stepwise(self, target_in, state, memory, training):
-        """Input feeding: step through time with `decode_step` (tf.scan, graph-friendly)."""
-
-        def step(carry, tokens):
-            _, _, previous_state = carry
-            logits, new_state, weights = self.decode_step(tokens, previous_state, memory,
-                                                          training=training)
-            return logits, weights, new_state
-
-        batch, source_length = tf.shape(target_in)[0], tf.shape(memory["values"])[1]
-        initial = (tf.zeros([batch, self.config.tgt_vocab_size], self.compute_dtype),
-                   tf.zeros([batch, source_length]), state)  # attention weights are float32
-        logits, weights, _ = tf.scan(step, tf.transpose(target_in), initializer=initial)
-        return tf.transpose(logits, [1, 0, 2]), tf.transpose(weights, [1, 0, 2])
-
-    def build(self, input_shape=None):
-        """Create every weight by running a dummy batch (Keras calls this when loading)."""
-        self.built = True  # set first: the dummy call below must not come back here
-        c = self.config
-        if not self.attention.built:  # `encode` prepares keys before the first attention call
-            self.attention.build((None, None, c.decoder_units), (None, None, 2 * c.encoder_units))
-        dummy = tf.constant([[BOS_ID, EOS_ID]], dtype=tf.int32)
-        self.call((dummy, dummy), training=False)
 
     # ------------------------------------------------------------------------ training
     def train_step(self, data):
@@ -267,8 +162,165 @@ class Seq2Seq(distribute.PrebuiltModel):
         return cls(model_config, **config)
 
 
-def build_model(config: ModelConfig) -> Seq2Seq:
-    """A Seq2Seq model with all weights created."""
-    model = Seq2Seq(config)
+@keras.saving.register_keras_serializable(package="nmt")
+class Seq2Seq(TranslationModel):
+    """Recurrent encoder-decoder built from a `ModelConfig`.
+
+    `call((source, target_in))` returns logits [batch, tt, vocab] and attention weights
+    [batch, tt, ts]; `encode` + `decode_step` are the pieces decoding builds on.
+    """
+
+    def __init__(self, config: ModelConfig | dict, **kwargs):
+        super().__init__(config, **kwargs)
+        c = self.config
+        self.encoder = Encoder(c.src_vocab_size, c.embedding_dim, c.encoder_units,
+                               c.encoder_layers, c.dropout, c.word_dropout, c.cell,
+                               name="encoder")
+        self.target_embedding = keras.layers.Embedding(c.tgt_vocab_size, c.embedding_dim,
+                                                       name="target_embedding")
+        self.bridge = keras.layers.Dense(c.decoder_layers * c.decoder_units, activation="tanh",
+                                         name="bridge")
+        cell = {"gru": keras.layers.GRUCell, "lstm": keras.layers.LSTMCell}[c.cell]
+        self.decoder_rnns = [
+            keras.layers.RNN(cell(c.decoder_units, name=f"cell_{index}"), return_sequences=True,
+                             return_state=True, name=f"decoder_{c.cell}_{index}")
+            for index in range(c.decoder_layers)
+        ]
+        self.attention = Attention(score=c.score, mode=c.attention_mode, units=c.attention_units,
+                                   temperature=c.hard_temperature, name="attention")
+        self.feed_dim = c.embedding_dim if c.tie_embeddings else c.decoder_units
+        self.combine = keras.layers.Dense(self.feed_dim, activation="tanh", use_bias=False,
+                                          name="combine")
+        self.dropout = keras.layers.Dropout(c.dropout)
+        self.drop_words = word_dropout_layer(c.word_dropout, sequence=True)
+        self.drop_step_words = word_dropout_layer(c.word_dropout, sequence=False)
+        if not c.tie_embeddings:
+            self.output_layer = keras.layers.Dense(c.tgt_vocab_size, name="output")
+
+    # ----------------------------------------------------------------- building blocks
+    def encode(self, source, training=False, max_steps=None) -> tuple[Memory, State]:
+        """Source ids [batch, ts] -> attention memory and the decoder's initial state.
+
+        `max_steps` (the most decoder steps to come) is for models that keep a buffer per
+        target position (`nmt.transformer`); the recurrent state has none and ignores it."""
+        c = self.config
+        states, final, mask = self.encoder(source, training=training)
+        hidden = self.bridge(final)  # [batch, layers * units]
+        batch = tf.shape(source)[0]
+        state = {
+            "hidden": tf.reshape(hidden, [batch, c.decoder_layers, c.decoder_units]),
+            "feed": tf.zeros([batch, self.feed_dim], dtype=hidden.dtype),
+        }
+        if c.cell == "lstm":
+            state["cell"] = state["hidden"]  # memory cells start as the hidden states (Joey NMT)
+        memory = {"keys": self.attention.prepare_keys(states), "values": states, "mask": mask}
+        return memory, state
+
+    def decode_step(self, tokens, state: State, memory: Memory, training=False):
+        """One decoder step.
+
+        Args:
+            tokens: previous target ids [batch]. state: as returned by `encode` or the
+            previous step. memory: as returned by `encode` (tiled for beam search).
+        Returns:
+            logits [batch, vocab], the new state, attention weights [batch, ts].
+        """
+        inputs = self.drop_step_words(self.target_embedding(tokens), training=training)
+        inputs = self.dropout(inputs, training=training)
+        if self.config.input_feeding:
+            inputs = tf.concat([inputs, state["feed"]], axis=-1)
+        cell_states = []  # per layer: [h] (GRU) or [h, c] (LSTM)
+        for index, rnn in enumerate(self.decoder_rnns):
+            inputs, layer_states = rnn.cell(inputs, self._layer_state(state, index),
+                                            training=training)
+            cell_states.append(layer_states)
+            if index + 1 < len(self.decoder_rnns):
+                inputs = self.dropout(inputs, training=training)
+        context, weights = self.attention.attend(inputs[:, None, :], memory["keys"],
+                                                 memory["values"], memory["mask"],
+                                                 training=training)
+        attentional, logits = self._output(inputs, context[:, 0], training)
+        new_state = {"hidden": tf.stack([states[0] for states in cell_states], axis=1),
+                     "feed": attentional}
+        if "cell" in state:
+            new_state["cell"] = tf.stack([states[1] for states in cell_states], axis=1)
+        return logits, new_state, weights[:, 0]
+
+    @staticmethod
+    def _layer_state(state: State, index: int) -> list:
+        """Decoder layer `index`'s recurrent state: [h] (GRU) or [h, c] (LSTM), [batch, units]."""
+        if "cell" in state:
+            return [state["hidden"][:, index], state["cell"][:, index]]
+        return [state["hidden"][:, index]]
+
+    def _output(self, hidden, context, training):
+        """Luong eq. 5: h~ = tanh(Wc [h; c]); logits = Wo h~ (or E^T h~ when tied)."""
+        attentional = self.combine(tf.concat([hidden, context], axis=-1))
+        features = self.dropout(attentional, training=training)
+        if self.config.tie_embeddings:
+            embeddings = tf.cast(self.target_embedding.embeddings, features.dtype)
+            logits = tf.matmul(features, embeddings, transpose_b=True)
+        else:
+            logits = self.output_layer(features)
+        return attentional, logits
+
+    # ------------------------------------------------------------------ teacher forcing
+    def call(self, inputs, training=False):
+        source, target_in = inputs
+        memory, state = self.encode(source, training=training)
+        if self.config.input_feeding:
+            return self._decode_stepwise(target_in, state, memory, training)
+        return self._decode_parallel(target_in, state, memory, training)
+
+    def _decode_parallel(self, target_in, state, memory, training):
+        """All target positions at once: GRUs over the sequence, one batched attention."""
+        states = self.drop_words(self.target_embedding(target_in), training=training)
+        states = self.dropout(states, training=training)
+        for index, rnn in enumerate(self.decoder_rnns):
+            states, *_ = rnn(states, initial_state=self._layer_state(state, index),
+                             training=training)
+            if index + 1 < len(self.decoder_rnns):
+                states = self.dropout(states, training=training)
+        context, weights = self.attention(states, memory["values"], mask=memory["mask"],
+                                          training=training)
+        _, logits = self._output(states, context, training)
+        return logits, weights
+
+    def _decode_stepwise(self, target_in, state, memory, training):
+        """Input feeding: step through time with `decode_step` (tf.scan, graph-friendly)."""
+
+        def step(carry, tokens):
+            _, _, previous_state = carry
+            logits, new_state, weights = self.decode_step(tokens, previous_state, memory,
+                                                          training=training)
+            return logits, weights, new_state
+
+        batch, source_length = tf.shape(target_in)[0], tf.shape(memory["values"])[1]
+        initial = (tf.zeros([batch, self.config.tgt_vocab_size], self.compute_dtype),
+                   tf.zeros([batch, source_length]), state)  # attention weights are float32
+        logits, weights, _ = tf.scan(step, tf.transpose(target_in), initializer=initial)
+        return tf.transpose(logits, [1, 0, 2]), tf.transpose(weights, [1, 0, 2])
+
+    def build(self, input_shape=None):
+        """Create every weight by running a dummy batch (Keras calls this when loading)."""
+        self.built = True  # set first: the dummy call below must not come back here
+        c = self.config
+        if not self.attention.built:  # `encode` prepares keys before the first attention call
+            self.attention.build((None, None, c.decoder_units), (None, None, 2 * c.encoder_units))
+        dummy = tf.constant([[BOS_ID, EOS_ID]], dtype=tf.int32)
+        self.call((dummy, dummy), training=False)
+
+def make_model(config: ModelConfig) -> TranslationModel:
+    """The (unbuilt) model `config.architecture` names: `Seq2Seq` or a Transformer."""
+    if config.architecture == "transformer":
+        from nmt.transformer import Transformer  # local import: it builds on this module
+
+        return Transformer(config)
+    return Seq2Seq(config)
+
+
+def build_model(config: ModelConfig) -> TranslationModel:
+    """The model of `config` (`make_model`) with all weights created."""
+    model = make_model(config)
     model.build()
     return model

@@ -222,6 +222,18 @@ def render_report(settings: StudySettings, study_dir: Path, docs_dir: Path,
     return "\n".join(lines) + "\n"
 
 
+def _architecture(m: dict) -> str:
+    """The base config's model in a few words (configs from before issue 21 are GRU RNNs)."""
+    if m.get("architecture", "rnn") == "transformer":
+        return (f"pre-layer-norm Transformer, {m['layers']} encoder and {m['layers']} decoder "
+                f"layers of {m['model_dim']} features, {m['heads']} heads, feed-forward "
+                f"{m['ffn_dim']}")
+    cell = m.get("cell", "gru").upper()
+    return (f"embeddings {m['embedding_dim']}, bidirectional {cell} encoder "
+            f"{m['encoder_layers']}×2×{m['encoder_units']}, {cell} decoder "
+            f"{m['decoder_layers']}×{m['decoder_units']}")
+
+
 def _setup_lines(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
     m, t, d = (settings.base_config[k] for k in ("model", "train", "data"))
     machines = sorted({f"{r.result['machine']['cpu']}, {r.result['machine']['cores']} cores, "
@@ -230,9 +242,8 @@ def _setup_lines(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
              else "all sentences")
     lines = [
         f"- Base config `{settings.config_file}`: {d['src']}→{d['tgt']} {d['corpus']}, "
-        f"embeddings {m['embedding_dim']}, bidirectional GRU encoder {m['encoder_layers']}×"
-        f"2×{m['encoder_units']}, GRU decoder {m['decoder_layers']}×{m['decoder_units']}, "
-        f"dropout {m['dropout']}, Adam {t['learning_rate']:g} ({t['lr_schedule']} schedule), "
+        f"{_architecture(m)}, dropout {m['dropout']}, Adam {t['learning_rate']:g} "
+        f"({t['lr_schedule']} schedule), "
         f"{t['batch_tokens']}-token batches, seed {t['seed']}. Every run uses it unchanged "
         "except for the attention score and mode.",
         f"- Budget: {settings.budget:g} minutes of wall time per run (training plus the "

@@ -60,7 +60,7 @@ from nmt.distribute import (
 from nmt.errors import ConfigError, DataError
 from nmt.locking import LOCK_FILE, folder_lock
 from nmt.metrics_record import RunMetrics
-from nmt.model import Seq2Seq
+from nmt.model import TranslationModel, make_model
 from nmt.pipeline import make_dataset
 from nmt.rundir import (
     CONFIG_FILE,
@@ -221,7 +221,7 @@ class Run:
 class Trainee:
     """The model being trained and what travels with it."""
 
-    model: Seq2Seq  # compiled, with its optimizer
+    model: TranslationModel  # compiled, with its optimizer
     eval_model: keras.Model  # decodes validation: the model, or a float32 twin of it
     average: WeightAverage | None
     resume: ResumePoint
@@ -282,7 +282,7 @@ def build_trainee(run: Run, steps: int) -> Trainee:
                        "step that spans replicas", replicas(strategy))
         jit_compile = False
     with dtype_policy(policy), strategy_scope(strategy):
-        model = Seq2Seq(config.model)
+        model = make_model(config.model)
         model.build()
         model.label_smoothing = config.train.label_smoothing
         optimizer = make_optimizer(config, steps, summed_gradients=strategy is not None,

@@ -21,7 +21,7 @@ from nmt.compiled_search import CompiledSearch
 from nmt.config import DEFAULT_LENGTH_PENALTY, Config, check_search_options
 from nmt.distribute import dtype_policy
 from nmt.errors import CheckpointError, NmtError
-from nmt.model import Seq2Seq
+from nmt.model import TranslationModel, make_model
 from nmt.rundir import (
     BEST_WEIGHTS_FILE,
     CONFIG_FILE,
@@ -34,7 +34,7 @@ from nmt.rundir import (
 )
 from nmt.sentences import is_blank
 from nmt.shipped import find_model
-from nmt.tokenizer import EOS_ID, PAD_ID, SubwordTokenizer
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ class Translation:
     log_prob: float
     truncated: bool = False
     n_best: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
+    # Transformer only: the cross-attention of every layer and head, [layers, heads,
+    # len(target_tokens), len(source_tokens)]; `attention` is one layer's head-average
+    heads: np.ndarray | None = None
 
     def to_json(self, attention_digits: int = 5) -> dict:
         """The translation as JSON values; attention weights rounded to `attention_digits`
@@ -71,10 +74,11 @@ class Translation:
 class Translator:
     """A model plus its source and target tokenizers."""
 
-    def __init__(self, config: Config, model: Seq2Seq, source_tokenizer: SubwordTokenizer,
-                 target_tokenizer: SubwordTokenizer, name: str = "model",
-                 jit_compile: bool = True):
+    def __init__(self, config: Config, model: TranslationModel,
+                 source_tokenizer: SubwordTokenizer, target_tokenizer: SubwordTokenizer,
+                 name: str = "model", jit_compile: bool = True):
         self.config, self.model, self.name = config, model, name
+        self._heads: tf.types.experimental.GenericFunction | None = None  # attention_heads
         self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
         self._search = CompiledSearch(model, jit_compile)
 
@@ -98,7 +102,7 @@ class Translator:
         verify_checksums(run_dir, (*TOKENIZER_FILES, weights))
         config = Config.load(run_dir / CONFIG_FILE)
         with dtype_policy(precision.keras_policy(dtype)):
-            model = Seq2Seq(config.model)
+            model = make_model(config.model)
             model.build()
         try:
             model.load_weights(run_dir / weights)
@@ -161,11 +165,25 @@ class Translator:
             indexes = order[start:start + batch_size]
             batch = _pad([ids[i] for i in indexes])
             output = self.search(batch, beam, alpha, max_length_ratio, batch_size)
+            output.update(self._attention_heads(batch, output))
             strings = self._batch_strings(batch, output, n_best)
             for row, index in enumerate(indexes):
                 results[index] = self._translation(texts[index], len(ids[index]), output,
                                                    strings, row, truncated[index])
         return results
+
+    def _attention_heads(self, batch: np.ndarray, output: dict) -> dict[str, np.ndarray]:
+        """{"heads": [batch, layers, heads, tt, ts]} of the best hypotheses, for a model with
+        `attention_heads` (the Transformer; teacher forced on what the search chose, which
+        equals what its steps computed); {} for others."""
+        if not hasattr(self.model, "attention_heads"):
+            return {}
+        if self._heads is None:
+            ids = tf.TensorSpec([None, None], tf.int32)
+            self._heads = tf.function(self.model.attention_heads, input_signature=[ids, ids])
+        tokens = output["tokens"][:, 0]  # [batch, tt]
+        target_in = np.concatenate([np.full_like(tokens[:, :1], BOS_ID), tokens[:, :-1]], 1)
+        return {"heads": self._heads(tf.constant(batch), tf.constant(target_in)).numpy()}
 
     def encode_sources(self, texts: Sequence[str],
                        first_index: int = 0) -> tuple[list[list[int]], list[bool]]:
@@ -200,11 +218,13 @@ class Translator:
             return Translation(text, "", [], [], np.zeros((0, 0)), 0.0, 0.0, truncated)
         length = int(output["lengths"][row, 0])
         texts, scores = strings["texts"][row], output["scores"][row]
+        heads = output.get("heads")
         return Translation(text, texts[0], strings["source"][row][:source_length],
                            strings["target"][row][:length],
                            output["weights"][row, 0, :length, :source_length],
                            float(scores[0]), float(output["log_probs"][row, 0]), truncated,
-                           [(t, float(s)) for t, s in zip(texts, scores, strict=False)])
+                           [(t, float(s)) for t, s in zip(texts, scores, strict=False)],
+                           None if heads is None else heads[row, :, :, :length, :source_length])
 
     def pieces(self, ids: Sequence[int], target: bool = False) -> list[str]:
         tokenizer = self.target_tokenizer if target else self.source_tokenizer

@@ -2,7 +2,9 @@
 config validation, and a reversal task every score must learn."""
 
 import functools
+import json
 import math
+import re
 import time
 
 import keras
@@ -68,6 +70,9 @@ STEP_CASES = {
     "additive": {"score": "additive"},
     "dot-input-feeding": {"score": "dot", "input_feeding": True},
     "cosine": {"score": "cosine"},
+    "lstm": {"cell": "lstm"},
+    "lstm-multi-layer-input-feeding": {"cell": "lstm", "encoder_layers": 2,
+                                       "decoder_layers": 2, "input_feeding": True},
 }
 
 
@@ -168,6 +173,7 @@ SAVE_CASES = {
                                    "decoder_layers": 2},
     "cosine": {"score": "cosine"},
     "word-dropout": {"word_dropout": 0.2, "dropout": 0.1},
+    "lstm-two-layers": {"cell": "lstm", "encoder_layers": 2, "decoder_layers": 2},
 }
 
 
@@ -423,3 +429,73 @@ def test_hard_attention_learns_to_reverse():
     result = train_reverser("general", "hard")
     assert result["accuracy"] >= 0.9
     assert result["mirrored"] >= 0.9
+
+
+# ------------------------------------------------------------------ LSTM cells, old configs
+def test_lstm_state_carries_hidden_and_memory_cells():
+    model = small_model(cell="lstm", decoder_layers=2)
+    assert [rnn.name for rnn in model.encoder.rnns] == ["bilstm_0"]
+    assert [rnn.name for rnn in model.decoder_rnns] == ["decoder_lstm_0", "decoder_lstm_1"]
+    source, target_in = toy_batch()
+    memory, state = model.encode(source)
+    assert set(state) == {"hidden", "cell", "feed"}
+    _, new_state, _ = model.decode_step(target_in[:, 0], state, memory)
+    assert new_state["cell"].shape == new_state["hidden"].shape == (3, 2, 12)
+    assert not np.allclose(np.asarray(new_state["cell"]), np.asarray(new_state["hidden"]))
+
+
+def test_an_lstm_model_learns_to_reverse():
+    keras.utils.set_random_seed(0)
+    inputs, targets, _ = reversal_data(3000, seed=0)
+    valid_inputs, valid_targets, _ = reversal_data(300, seed=1)
+    model = build_model(ModelConfig(
+        src_vocab_size=REVERSE_VOCAB, tgt_vocab_size=REVERSE_VOCAB, embedding_dim=32,
+        encoder_units=32, decoder_units=64, score="general", dropout=0.0, cell="lstm"))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3, global_clipnorm=1.0))
+    model.fit(inputs, targets, batch_size=64, epochs=3, verbose=0)
+    metrics = model.evaluate(valid_inputs, valid_targets, batch_size=300, verbose=0,
+                             return_dict=True)
+    print(f"reversal lstm: {metrics}")
+    assert metrics["accuracy"] >= 0.95
+
+
+# config.json of a checkpoint written before model.architecture and model.cell existed
+OLD_MODEL_CONFIG = {
+    "src_vocab_size": 40, "tgt_vocab_size": 30, "embedding_dim": 8, "encoder_units": 6,
+    "encoder_layers": 1, "decoder_units": 12, "decoder_layers": 1, "score": "dot",
+    "attention_mode": "soft", "attention_units": 5, "hard_temperature": 1.0,
+    "input_feeding": False, "tie_embeddings": True, "dropout": 0.2, "word_dropout": 0.0}
+
+
+def test_an_old_config_json_loads_as_todays_recurrent_model(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model": OLD_MODEL_CONFIG}), encoding="utf-8")
+    config = Config.load(path).model
+    assert (config.architecture, config.cell) == ("rnn", "gru")
+    model = build_model(config)
+    assert type(model) is Seq2Seq
+    assert [rnn.name for rnn in model.encoder.rnns] == ["bigru_0"]
+    assert [rnn.name for rnn in model.decoder_rnns] == ["decoder_gru_0"]
+    # the weights it holds are the ones it held: same variables, shapes and order (the
+    # layout main had before issue 21; Keras numbers automatic names within a session)
+    layout = [(re.sub(r"(forward_gru|backward_gru|gru_cell)_\d+", r"\1", v.path.split("/", 1)[1]),
+               tuple(v.shape)) for v in model.weights]
+    assert layout == OLD_WEIGHT_LAYOUT
+
+
+OLD_WEIGHT_LAYOUT = [
+    ("encoder/embedding/embeddings", (40, 8)),
+    ("encoder/bigru_0/forward_gru/gru_cell/kernel", (8, 18)),
+    ("encoder/bigru_0/forward_gru/gru_cell/recurrent_kernel", (6, 18)),
+    ("encoder/bigru_0/forward_gru/gru_cell/bias", (2, 18)),
+    ("encoder/bigru_0/backward_gru/gru_cell/kernel", (8, 18)),
+    ("encoder/bigru_0/backward_gru/gru_cell/recurrent_kernel", (6, 18)),
+    ("encoder/bigru_0/backward_gru/gru_cell/bias", (2, 18)),
+    ("target_embedding/embeddings", (30, 8)),
+    ("bridge/kernel", (12, 12)),
+    ("bridge/bias", (12,)),
+    ("decoder_gru_0/cell_0/kernel", (8, 36)),
+    ("decoder_gru_0/cell_0/recurrent_kernel", (12, 36)),
+    ("decoder_gru_0/cell_0/bias", (2, 36)),
+    ("combine/kernel", (24, 8)),
+]

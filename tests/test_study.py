@@ -326,3 +326,16 @@ def test_heatmap_sentences_are_fixed_and_of_moderate_length(multi30k_dir):
     for index in study_runs.HEATMAP_SENTENCES:
         assert 8 <= len(sources[index].split()) <= 20
     assert re.search(r"^Ein Mann in einer Weste", sources[study_runs.HEATMAP_SENTENCES[0]])
+
+
+def test_setup_describes_the_base_configs_architecture():
+    old = {"embedding_dim": 128, "encoder_layers": 1, "encoder_units": 128,
+           "decoder_layers": 1, "decoder_units": 256}  # a config from before issue 21
+    assert study_report._architecture(old) == (
+        "embeddings 128, bidirectional GRU encoder 1×2×128, GRU decoder 1×256")
+    assert "LSTM decoder 1×256" in study_report._architecture({**old, "cell": "lstm"})
+    transformer = {"architecture": "transformer", "layers": 3, "model_dim": 256, "heads": 4,
+                   "ffn_dim": 1024}
+    assert study_report._architecture(transformer) == (
+        "pre-layer-norm Transformer, 3 encoder and 3 decoder layers of 256 features, 4 heads, "
+        "feed-forward 1024")

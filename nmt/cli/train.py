@@ -19,7 +19,15 @@ import sys
 from pathlib import Path
 
 from nmt.cli import ArgumentParser
-from nmt.config import LR_SCHEDULES, DataConfig, ModelConfig, TrainConfig
+from nmt.config import (
+    ARCHITECTURES,
+    CELLS,
+    LR_SCHEDULES,
+    POSITIONS,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 # (section, field, flag, type, help) for every configurable option, in --help order.
 OPTIONS = [
@@ -42,18 +50,36 @@ OPTIONS = [
      "subword tokens per side; longer training pairs are dropped (and counted)"),
     ("data", "train_limit", "--train-limit", int, "use only the first N training pairs"),
     ("data", "valid_limit", "--valid-limit", int, "use only the first N validation pairs"),
+    ("model", "architecture", "--architecture", str,
+     "rnn: recurrent encoder-decoder with attention; transformer: pre-layer-norm Transformer "
+     "whose every attention head uses --score and --attention-mode"),
     ("model", "score", "--score", str, "attention score (nmt.attention.SCORES)"),
     ("model", "attention_mode", "--attention-mode", str, "soft or hard attention"),
     ("model", "hard_temperature", "--hard-temperature", float,
      "Gumbel-softmax temperature of hard attention in training"),
-    ("model", "attention_units", "--attention-units", int, "hidden size of the additive score"),
-    ("model", "embedding_dim", "--embedding-dim", int, "embedding size"),
-    ("model", "encoder_units", "--encoder-units", int, "GRU units per encoder direction"),
-    ("model", "encoder_layers", "--encoder-layers", int, "bidirectional encoder layers"),
-    ("model", "decoder_units", "--decoder-units", int, "decoder GRU units"),
-    ("model", "decoder_layers", "--decoder-layers", int, "decoder GRU layers"),
+    ("model", "attention_units", "--attention-units", int,
+     "hidden size of the additive score (per head in a Transformer)"),
+    ("model", "cell", "--cell", str, "rnn: recurrent cell of encoder and decoder"),
+    ("model", "embedding_dim", "--embedding-dim", int, "rnn: embedding size"),
+    ("model", "encoder_units", "--encoder-units", int, "rnn: units per encoder direction"),
+    ("model", "encoder_layers", "--encoder-layers", int, "rnn: bidirectional encoder layers"),
+    ("model", "decoder_units", "--decoder-units", int, "rnn: decoder units"),
+    ("model", "decoder_layers", "--decoder-layers", int, "rnn: decoder layers"),
     ("model", "input_feeding", "--input-feeding", "bool",
-     "Luong input feeding (steps through time in training: slower)"),
+     "rnn: Luong input feeding (steps through time in training: slower)"),
+    ("model", "layers", "--layers", int, "transformer: encoder layers and decoder layers"),
+    ("model", "model_dim", "--model-dim", int,
+     "transformer: embedding and hidden size (a multiple of --heads)"),
+    ("model", "heads", "--heads", int, "transformer: attention heads"),
+    ("model", "ffn_dim", "--ffn-dim", int, "transformer: feed-forward hidden size"),
+    ("model", "positions", "--positions", str, "transformer: position embeddings"),
+    ("model", "max_positions", "--max-positions", int,
+     "transformer: rows of learned position embeddings (later positions reuse the last)"),
+    ("model", "share_embeddings", "--share-embeddings", "bool",
+     "transformer: one embedding for source and target (needs equal vocabulary sizes)"),
+    ("model", "alignment_layer", "--alignment-layer", int,
+     "transformer: the cross-attention layer (from 0) whose head-average plots and "
+     "alignments show"),
     ("model", "tie_embeddings", "--tie-embeddings", "bool",
      "share the target embedding with the output projection"),
     ("model", "dropout", "--dropout", float, "dropout rate"),
@@ -94,9 +120,11 @@ METAVARS = {int: "N", float: "X", "src": "LANG", "tgt": "LANG", "cache_dir": "DI
             "train_src": "FILE", "train_tgt": "FILE", "valid_src": "FILE", "valid_tgt": "FILE"}
 # What an unset (None) default means, for --help; files left unset have no default.
 MEANING_OF_NONE = {"data_dir": "download into --cache-dir", "time_budget": "no limit",
-                   "train_limit": "all", "valid_limit": "all"}
+                   "train_limit": "all", "valid_limit": "all",
+                   "alignment_layer": "the penultimate layer"}
 # Options whose values are a fixed list: argparse refuses anything else before TensorFlow loads.
-CHOICES = {"attention_mode": ("soft", "hard"), "lr_schedule": LR_SCHEDULES}
+CHOICES = {"attention_mode": ("soft", "hard"), "lr_schedule": LR_SCHEDULES,
+           "architecture": ARCHITECTURES, "cell": CELLS, "positions": POSITIONS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,14 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     config dataclasses), grouped by section."""
     parser = ArgumentParser(
         prog="train.py",
-        description="Train an attention-based GRU translator on a parallel corpus. Without "
+        description="Train an attention-based translator (GRU or LSTM encoder-decoder, or "
+                    "Transformer) on a parallel corpus. Without "
                     "--config, the defaults below apply (`python train.py --src de --tgt en` "
                     "trains on Multi30k); configs/ holds the recipes of the shipped models.")
     run = parser.add_argument_group("run")
     run.add_argument("--config", metavar="FILE",
                      help="JSON or YAML config file; flags override its values")
     run.add_argument("--run-dir", metavar="DIR", help="run directory (default: "
-                     "checkpoints/<src>-<tgt>-<score>-<date-time>); an existing one resumes")
+                     "checkpoints/<src>-<tgt>-[transformer-]<score>-<date-time>); an "
+                     "existing one resumes")
     run.add_argument("--resume", action="store_true",
                      help="require --run-dir to exist and continue it")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -279,7 +309,8 @@ def start_tensorflow(args: argparse.Namespace):
 
 def default_run_dir(config) -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return str(Path("checkpoints") / f"{config.data.src}-{config.data.tgt}-"
+    architecture = "" if config.model.architecture == "rnn" else "transformer-"
+    return str(Path("checkpoints") / f"{config.data.src}-{config.data.tgt}-{architecture}"
                                      f"{config.model.score}-{stamp}")
 
 
