@@ -30,8 +30,14 @@ class _Job:
     beam: int
     future: asyncio.Future
     n_best: int = 1
+    heads: bool = False  # every layer's and head's weights (a Transformer)
     sent: int = 0  # sentences handed to the decoder so far
     results: list[Translation] = field(default_factory=list)
+
+    @property
+    def search(self) -> tuple[int, int, bool]:
+        """What a decoder call must share to serve this job: (beam, n_best, heads)."""
+        return self.beam, self.n_best, self.heads
 
     @property
     def waiting(self) -> bool:
@@ -47,9 +53,10 @@ class RequestBatcher:
     """Translates the requests of many clients on one worker thread (TensorFlow runs one
     batch at a time; the event loop keeps answering other clients meanwhile).
 
-    Requests arriving within `window` seconds share a decoder call (one per beam size and
-    n-best), up to `max_batch` sentences. A call holds at most `call_work` (characters + 1)
-    x beam, so a large request is decoded a slice at a time, and the requests take turns:
+    Requests arriving within `window` seconds share a decoder call (one per beam size,
+    n-best and heads), up to `max_batch` sentences. A call holds at most `call_work`
+    (characters + 1) x beam, so a large request is decoded a slice at a time, and the
+    requests take turns:
     after each call the requests it served go to the back of the line, behind those that
     arrived meanwhile. A client with one
     sentence therefore waits for at most about one slice of someone else's large request,
@@ -88,8 +95,8 @@ class RequestBatcher:
                 pass
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def translate(self, texts: list[str], beam: int, n_best: int = 1
-                        ) -> list[Translation]:
+    async def translate(self, texts: list[str], beam: int, n_best: int = 1,
+                        heads: bool = False) -> list[Translation]:
         """The translations of `texts`, decoded together with other waiting requests.
 
         Raises:
@@ -104,7 +111,7 @@ class RequestBatcher:
         if self.max_queue and waiting >= self.max_queue:
             raise QueueFull(f"{self.max_queue} requests are waiting for the decoder")
         future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Job(texts, beam, future, n_best))
+        self.queue.put_nowait(_Job(texts, beam, future, n_best, heads))
         # Cancelling the caller cancels `future`, and the worker skips a cancelled job.
         return await future
 
@@ -118,8 +125,8 @@ class RequestBatcher:
                     await self._gather_more()
             self._jobs = self._live(self._in_turn_order())
             if self._jobs:
-                beam, n_best, parts = self._next_call()
-                await self._translate_parts(beam, n_best, parts)
+                search, parts = self._next_call()
+                await self._translate_parts(search, parts)
 
     def _live(self, jobs: list[_Job]) -> list[_Job]:
         """`jobs` without those whose client has gone away (their future is cancelled)."""
@@ -141,16 +148,17 @@ class RequestBatcher:
             self._jobs.append(job)
             sentences += len(job.texts)
 
-    def _next_call(self) -> tuple[int, int, list[tuple[_Job, int, int]]]:
-        """The next decoder call: the beam and n-best of the first job in line, and the
-        slices `(job, start, stop)` of the jobs in line that share them, in turn order."""
+    def _next_call(self) -> tuple[tuple[int, int, bool], list[tuple[_Job, int, int]]]:
+        """The next decoder call: the search options (`_Job.search`) of the first job in
+        line, and the slices `(job, start, stop)` of the jobs in line that share them, in
+        turn order."""
         first = self._jobs[0]
         if not self.enabled:
             parts = [(first, first.sent, len(first.texts))]
         else:
             parts, sentences, work = [], 0, 0
             for job in self._jobs:
-                if (job.beam, job.n_best) != (first.beam, first.n_best):
+                if job.search != first.search:
                     continue
                 stop = job.sent
                 while (stop < len(job.texts) and sentences < self.max_batch
@@ -161,7 +169,7 @@ class RequestBatcher:
         for job, _, stop in parts:
             job.sent = stop
         self._served = [job for job, _, _ in parts]
-        return first.beam, first.n_best, parts
+        return first.search, parts
 
     def _in_turn_order(self) -> list[_Job]:
         """The line for the next call: those not served by the last call, then the requests
@@ -172,21 +180,20 @@ class RequestBatcher:
         served = [job for job in self._served if job in self._jobs]
         return [job for job in self._jobs if job not in served] + arrived + served
 
-    async def _translate_parts(self, beam: int, n_best: int,
+    async def _translate_parts(self, search: tuple[int, int, bool],
                                parts: list[tuple[_Job, int, int]]) -> None:
         """Decode the slices in one call; if it fails, decode them one at a time so that only
         a bad request fails (with a one-line log, not a traceback)."""
         texts = [text for job, start, stop in parts for text in job.texts[start:stop]]
         loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self.executor, self._decode, texts, beam,
-                                                 n_best)
+            results = await loop.run_in_executor(self.executor, self._decode, texts, *search)
         except Exception as error:  # noqa: BLE001 - every waiting client must get an answer
             if len(parts) > 1:
                 logger.warning("a batch of %d requests failed (%s: %s); retrying them one by "
                                "one", len(parts), type(error).__name__, _first_line(error))
                 for part in parts:
-                    await self._translate_parts(beam, n_best, [part])
+                    await self._translate_parts(search, [part])
                 return
             logger.warning("translation failed: %s: %s", type(error).__name__,
                            _first_line(error))
@@ -209,11 +216,12 @@ class RequestBatcher:
         else:
             job.future.set_exception(error)
 
-    def _decode(self, texts: list[str], beam: int, n_best: int) -> list[Translation]:
+    def _decode(self, texts: list[str], beam: int, n_best: int, heads: bool
+                ) -> list[Translation]:
         with self._lock:
             self.calls += 1
         return self.translator.translate(texts, beam=beam, alpha=self.alpha,
-                                         batch_size=self.max_batch, n_best=n_best)
+                                         batch_size=self.max_batch, n_best=n_best, heads=heads)
 
 
 def _first_line(error: BaseException, most: int = 200) -> str:

@@ -159,6 +159,33 @@ def plot_attention_grid(
     return _save(figure, path, fmt, dpi)
 
 
+def plot_heads(
+    heads: np.ndarray,
+    source_tokens: Sequence[str],
+    target_tokens: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "",
+    fmt: str | None = None,
+) -> Path:
+    """Draw a Transformer's cross-attention per layer and head: one row per layer, one
+    column per head, all on one 0..1 colour bar.
+
+    Args:
+        heads: [layers, heads, len(target_tokens), len(source_tokens)] weights.
+        path, title, fmt: as for `plot_attention`.
+    Returns:
+        The path written.
+    """
+    heads = np.asarray(heads)
+    if heads.ndim != 4:
+        raise NmtError(f"Cannot plot heads of shape {heads.shape}: expected [layers, heads, "
+                       "target, source]")
+    layers, per_layer = heads.shape[:2]
+    panels = [(f"layer {layer + 1}, head {head + 1}", heads[layer, head], source_tokens,
+               target_tokens) for layer in range(layers) for head in range(per_layer)]
+    return plot_attention_grid(panels, path, title=title, fmt=fmt, columns=per_layer)
+
+
 def plot_filename(index: int, source_text: str, fmt: str = "png",
                   sentence: int | None = None) -> str:
     """Build a file name from a sentence number and a short ASCII slug of the source.

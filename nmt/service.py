@@ -47,10 +47,11 @@ DEFAULT_LIMITS = ServiceLimits()
 WEB_DIR = Path(__file__).resolve().parent / "web"
 
 
-def translation_json(translation: Translation, n_best: int = 1) -> dict:
+def translation_json(translation: Translation, n_best: int = 1, heads: bool = False) -> dict:
     """One sentence of the `/translate` answer: text, tokens and the attention matrix (and
-    the `n_best` best candidates when more than one was asked for)."""
-    record = translation.to_json()
+    the `n_best` best candidates when more than one was asked for, and with `heads` every
+    layer's and head's weights)."""
+    record = translation.to_json(heads=heads)
     if n_best == 1:
         record.pop("n_best", None)
     return record
@@ -66,6 +67,9 @@ async def translate_request(batcher: RequestBatcher, request: TranslateRequest,
             (counted before splitting, so a refused request costs no splitting).
         QueueFull: too many requests wait for the decoder.
     """
+    if request.heads and not batcher.translator.has_heads:
+        raise RequestError(422, f'"heads": {batcher.translator.name} is an RNN with one '
+                                "attention; layers and heads need a Transformer model")
     if max_work is not None:  # on whole lines, before the slower sentence splitting
         tokens = await asyncio.to_thread(source_tokens, batcher.translator, request.texts)
         if tokens * request.beam > max_work:
@@ -74,10 +78,11 @@ async def translate_request(batcher: RequestBatcher, request: TranslateRequest,
                                     "(send fewer or shorter sentences, or a smaller beam)")
     sentences, per_line = await asyncio.to_thread(split_lines, request.texts, language,
                                                   request.split)
-    results = iter(await batcher.translate(sentences, request.beam, request.n_best))
+    results = iter(await batcher.translate(sentences, request.beam, request.n_best,
+                                           request.heads))
     records, lines = [], []
     for line, (text, parts) in enumerate(zip(request.texts, per_line, strict=True)):
-        mine = [{**translation_json(next(results), request.n_best), "line": line,
+        mine = [{**translation_json(next(results), request.n_best, request.heads), "line": line,
                  "sentence": number} for number in range(len(parts))]
         records += mine
         lines.append({"source": text, "translation": join_sentences(
@@ -260,6 +265,9 @@ def _translate_schema(limits: ServiceLimits) -> dict:
                    "description": "list the N best candidates of every sentence (N <= beam)"},
         "split": {"type": "boolean", "default": True,
                   "description": "cut every text into sentences and translate them one by one"},
+        "heads": {"type": "boolean", "default": False,
+                  "description": "a Transformer model: add every sentence's cross-attention "
+                                 "per layer and head, [layers][heads][target][source]"},
         "model": {"type": "string", "description": "a served model (GET /info lists them); "
                                                    "default: the first"}},
         "oneOf": [{"required": ["text"]}, {"required": ["texts"]}]}
@@ -303,6 +311,7 @@ def _model_info(translator: Translator, limits: ServiceLimits, checkpoint: str) 
     return {
         "checkpoint": translator.name,
         "config": translator.config.to_dict(),
+        "attention": _attention_info(translator),
         "vocab_sizes": {"source": translator.source_tokenizer.vocab_size,
                         "target": translator.target_tokenizer.vocab_size},
         "metrics": {"best_epoch": best.get("epoch"), "val_bleu": best.get("val_bleu"),
@@ -312,6 +321,17 @@ def _model_info(translator: Translator, limits: ServiceLimits, checkpoint: str) 
                     "stopped_by": metrics.get("stopped_by")},
         "limits": asdict(limits),
     }
+
+
+def _attention_info(translator: Translator) -> dict:
+    """What the page can show: the architecture, and for a Transformer its layers, heads per
+    layer and the layer (from 0) whose head-average is the default matrix."""
+    model = translator.config.model
+    if not translator.has_heads:
+        return {"architecture": model.architecture, "layers": None, "heads": None,
+                "alignment_layer": None}
+    return {"architecture": model.architecture, "layers": model.layers, "heads": model.heads,
+            "alignment_layer": translator.model.alignment_layer}
 
 
 def is_loopback(host: str) -> bool:

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 from typing import NamedTuple
 
-REQUEST_FIELDS = ("text", "texts", "beam", "model", "split", "n_best")
+REQUEST_FIELDS = ("text", "texts", "beam", "model", "split", "n_best", "heads")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class TranslateRequest(NamedTuple):
     model: str | None  # None: the service's default model
     split: bool = True
     n_best: int = 1  # candidates per sentence in the answer (1: none listed)
+    heads: bool = False  # every layer's and head's weights in the answer (a Transformer)
 
 
 def parse_body(body: bytes, limits: ServiceLimits, models: tuple[str, ...] = ()
@@ -76,10 +77,8 @@ def parse_body(body: bytes, limits: ServiceLimits, models: tuple[str, ...] = ()
     texts = _texts(data, limits)
     beam = _integer(data, "beam", limits.default_beam, limits.max_beam)
     n_best = _integer(data, "n_best", 1, beam)
-    split = data.get("split", True)
-    if not isinstance(split, bool):
-        raise RequestError(422, f'"split" must be true or false, not {json.dumps(split)}')
-    return TranslateRequest(texts, beam, model, split, n_best)
+    split, heads = _boolean(data, "split", True), _boolean(data, "heads", False)
+    return TranslateRequest(texts, beam, model, split, n_best, heads)
 
 
 def _json_object(body: bytes, limits: ServiceLimits) -> dict:
@@ -140,6 +139,14 @@ def _integer(data: dict, field: str, default: int, most: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
         raise RequestError(422, f'"{field}" must be an integer from 1 to {most}, '
                                 f"not {json.dumps(value)}")
+    return value
+
+
+def _boolean(data: dict, field: str, default: bool) -> bool:
+    """The boolean `data[field]` (default `default`)."""
+    value = data.get(field, default)
+    if not isinstance(value, bool):
+        raise RequestError(422, f'"{field}" must be true or false, not {json.dumps(value)}')
     return value
 
 

@@ -58,10 +58,12 @@ class Translation:
     # len(target_tokens), len(source_tokens)]; `attention` is one layer's head-average
     heads: np.ndarray | None = None
 
-    def to_json(self, attention_digits: int = 5) -> dict:
+    def to_json(self, attention_digits: int = 5, heads: bool = False) -> dict:
         """The translation as JSON values; attention weights rounded to `attention_digits`
-        decimals, as a list of [len(target_tokens)] rows of [len(source_tokens)] floats."""
-        return {
+        decimals, as a list of [len(target_tokens)] rows of [len(source_tokens)] floats.
+        `heads`: add "heads", every layer's and head's weights as nested lists [layers]
+        [heads][target][source] (a Transformer's; [] for an empty sentence)."""
+        record = {
             "source": self.source, "translation": self.text, "score": self.score,
             "log_prob": self.log_prob, "source_tokens": self.source_tokens,
             "target_tokens": self.target_tokens,
@@ -69,6 +71,10 @@ class Translation:
             "truncated": self.truncated,
             "n_best": [{"translation": text, "score": score} for text, score in self.n_best],
         }
+        if heads:
+            record["heads"] = ([] if self.heads is None
+                               else np.round(self.heads, attention_digits).tolist())
+        return record
 
 
 class Translator:
@@ -131,33 +137,45 @@ class Translator:
     # ---------------------------------------------------------------------- text API
     def translate(self, texts: Sequence[str], beam: int = 5, alpha: float = DEFAULT_LENGTH_PENALTY,
                   max_length_ratio: float = 2.0, batch_size: int = 64,
-                  n_best: int = 1) -> list[Translation]:
-        """Translate sentences; the result has one entry per input, in input order."""
+                  n_best: int = 1, heads: bool = False) -> list[Translation]:
+        """Translate sentences; the result has one entry per input, in input order.
+        `heads`: also give every layer's and head's cross-attention (`Translation.heads`;
+        a Transformer only, see `has_heads`)."""
         return [t for batch in self.translate_batches(texts, beam, alpha, max_length_ratio,
-                                                      batch_size, n_best) for t in batch]
+                                                      batch_size, n_best, heads=heads)
+                for t in batch]
+
+    @property
+    def has_heads(self) -> bool:
+        """Whether the model has layers and heads of cross-attention (a Transformer)."""
+        return hasattr(self.model, "attention_heads")
 
     def translate_batches(self, texts: Sequence[str], beam: int = 5,
                           alpha: float = DEFAULT_LENGTH_PENALTY, max_length_ratio: float = 2.0,
-                          batch_size: int = 64, n_best: int = 1, first_index: int = 0
-                          ) -> Iterator[list[Translation]]:
+                          batch_size: int = 64, n_best: int = 1, first_index: int = 0,
+                          heads: bool = False) -> Iterator[list[Translation]]:
         """Like `translate`, but yields the results of `texts` chunk by chunk, in order.
 
         Sentences are sorted by length inside each chunk of `batch_size * 8` sentences so that
         batches are padded little; a caller streaming input gets output chunk by chunk.
-        `first_index` is the 0-based input position of `texts[0]` (for warnings).
+        `first_index` is the 0-based input position of `texts[0]` (for warnings); `heads`
+        as for `translate`.
         """
         if n_best > beam:
             raise NmtError(f"--n-best ({n_best}) cannot exceed the beam size ({beam})")
         if batch_size < 1:
             raise NmtError(f"batch size must be >= 1, received {batch_size}")
+        if heads and not self.has_heads:
+            raise NmtError(f"{self.name} is an RNN with one attention: per-layer, per-head "
+                           "weights need a Transformer checkpoint")
         chunk = batch_size * 8
         for start in range(0, len(texts), chunk):
             yield self._translate_chunk(list(texts[start:start + chunk]), beam, alpha,
                                         max_length_ratio, batch_size, n_best,
-                                        first_index + start)
+                                        first_index + start, heads)
 
     def _translate_chunk(self, texts, beam, alpha, max_length_ratio, batch_size, n_best,
-                         offset=0):
+                         offset=0, heads=False):
         ids, truncated = self.encode_sources(texts, offset)
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         results: list[Translation | None] = [None] * len(texts)
@@ -165,7 +183,8 @@ class Translator:
             indexes = order[start:start + batch_size]
             batch = _pad([ids[i] for i in indexes])
             output = self.search(batch, beam, alpha, max_length_ratio, batch_size)
-            output.update(self._attention_heads(batch, output))
+            if heads:
+                output.update(self._attention_heads(batch, output))
             strings = self._batch_strings(batch, output, n_best)
             for row, index in enumerate(indexes):
                 results[index] = self._translation(texts[index], len(ids[index]), output,
@@ -173,11 +192,8 @@ class Translator:
         return results
 
     def _attention_heads(self, batch: np.ndarray, output: dict) -> dict[str, np.ndarray]:
-        """{"heads": [batch, layers, heads, tt, ts]} of the best hypotheses, for a model with
-        `attention_heads` (the Transformer; teacher forced on what the search chose, which
-        equals what its steps computed); {} for others."""
-        if not hasattr(self.model, "attention_heads"):
-            return {}
+        """{"heads": [batch, layers, heads, tt, ts]} of the best hypotheses (a Transformer;
+        teacher forced on what the search chose, which equals what its steps computed)."""
         if self._heads is None:
             ids = tf.TensorSpec([None, None], tf.int32)
             self._heads = tf.function(self.model.attention_heads, input_signature=[ids, ids])

@@ -68,12 +68,14 @@ def test_bad_bodies_name_the_problem(raw, status, fragment):
 
 def test_good_bodies():
     limits = ServiceLimits()
-    assert parse_body(body({"text": "Ein Hund."}), limits) == (["Ein Hund."], 5, None, True, 1)
+    assert parse_body(body({"text": "Ein Hund."}), limits) == (
+        ["Ein Hund."], 5, None, True, 1, False)
     assert parse_body(body({"texts": ["a", "b"], "beam": 1}), limits) == (
-        ["a", "b"], 1, None, True, 1)
-    assert parse_body("{\"text\": \"Grüße\"}".encode(), limits) == (["Grüße"], 5, None, True, 1)
-    assert parse_body(body({"text": "a", "beam": 3, "n_best": 3, "split": False}), limits) == (
-        ["a"], 3, None, False, 3)
+        ["a", "b"], 1, None, True, 1, False)
+    assert parse_body("{\"text\": \"Grüße\"}".encode(), limits) == (
+        ["Grüße"], 5, None, True, 1, False)
+    assert parse_body(body({"text": "a", "beam": 3, "n_best": 3, "split": False,
+                            "heads": True}), limits) == (["a"], 3, None, False, 3, True)
     assert parse_body(body({"texts": ["x" * 1000] * 64}), limits)[0] == ["x" * 1000] * 64
 
 
@@ -192,6 +194,8 @@ def test_health_and_info(server):
     for model in info["models"]:
         config = saved[model["name"]]
         assert model["config"] == config
+        assert model["attention"] == {"architecture": "rnn", "layers": None, "heads": None,
+                                      "alignment_layer": None}
         assert model["vocab_sizes"] == {"source": config["model"]["src_vocab_size"],
                                         "target": config["model"]["tgt_vocab_size"]}
         metrics = json.loads((REPO / f"checkpoints/{model['name']}/metrics.json").read_text())
@@ -285,6 +289,8 @@ def test_concurrent_clients_get_the_answers_of_single_requests(server):
     ({"texts": ["Hallo"] * 65}, 413, "at most 64"),
     ({"text": "x" * 1001}, 413, "at most 1000"),
     ({"text": "Hallo", "beam": 50}, 422, "beam"),
+    ({"text": "Hallo", "heads": True}, 422, "need a Transformer"),
+    ({"text": "Hallo", "heads": 1}, 422, '"heads" must be true or false'),
 ])
 def test_bad_requests_get_json_errors(server, payload, status, fragment):
     got, answer = post(server, payload)

@@ -263,7 +263,8 @@ def tiny_translator(seed=6, **overrides):
 @pytest.mark.parametrize("beam", [1, 3])
 def test_translations_carry_every_layer_and_head(beam):
     translator = tiny_translator(layers=3, heads=2)
-    translations = translator.translate(SENTENCES, beam=beam)
+    assert all(t.heads is None for t in translator.translate(SENTENCES, beam=beam))
+    translations = translator.translate(SENTENCES, beam=beam, heads=True)
     assert translations[1].heads is None and translations[1].text == ""
     for translation in (translations[0], translations[2]):
         shape = (len(translation.target_tokens), len(translation.source_tokens))

@@ -79,11 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
                            "LINE-SENTENCE-words.FORMAT")
     show.add_argument("--plot-format", default="png", choices=["png", "svg", "pdf"],
                       help="file format of the heatmaps")
+    show.add_argument("--plot-heads", action="store_true",
+                      help="Transformer: with --plot-dir, draw every layer and head of the "
+                           "cross-attention in one grid per sentence (default: the "
+                           "head-average of the model's alignment layer)")
     show.add_argument("--alignments", action="store_true",
                       help="append word alignments in Pharaoh format: 'text ||| 0-0 1-2'")
     show.add_argument("--json", action="store_true",
                       help="one JSON object per sentence: line, sentence, tokens, attention, "
                            "score")
+    show.add_argument("--heads", action="store_true",
+                      help="Transformer: with --json, add \"heads\", the cross-attention of "
+                           "every layer and head [layers][heads][target][source]")
     show.add_argument("--quiet", action="store_true", help="no progress bar")
     show.add_argument("--verbose", action="store_true",
                       help="show TensorFlow's start-up messages")
@@ -251,6 +258,10 @@ def check_arguments(args: argparse.Namespace) -> Path:
     if args.plot_dir is not None and Path(args.plot_dir).exists() \
             and not Path(args.plot_dir).is_dir():
         raise NmtError(f"--plot-dir {args.plot_dir} is a file, not a folder")
+    if args.plot_heads and args.plot_dir is None:
+        raise NmtError("--plot-heads draws into --plot-dir: give --plot-dir DIR as well")
+    if args.heads and not args.json:
+        raise NmtError("--heads adds the weights to the JSON output: give --json as well")
     (directory,) = chosen_directories(args)
     check_run_directory(directory)
     return directory
@@ -283,6 +294,7 @@ def check_run_directory(directory: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nmt.errors import NmtError
     from nmt.textio import read_sentences, stream_batches
 
     directory = check_arguments(args)
@@ -291,6 +303,10 @@ def run(args: argparse.Namespace) -> int:
         enable_xla_cache()
     load_tensorflow(verbose=args.verbose)
     translator = load_translator(str(directory), args.weights, args.dtype, args.xla)
+    if (args.plot_heads or args.heads) and not translator.has_heads:
+        flag = "--plot-heads" if args.plot_heads else "--heads"
+        raise NmtError(f"{flag}: {directory} is an RNN with one attention; layers and heads "
+                       "need a Transformer checkpoint")
     if args.sentences or args.input:
         lines = args.sentences or read_sentences(args.input)
         batches, total = iter([lines]), len(lines)
@@ -302,7 +318,8 @@ def run(args: argparse.Namespace) -> int:
             for sentences in translate_lines(
                     translator, lines, split=args.split, beam=args.beam,
                     alpha=args.length_penalty, max_length_ratio=args.max_length_ratio,
-                    batch_size=args.batch_size, n_best=args.n_best):
+                    batch_size=args.batch_size, n_best=args.n_best,
+                    heads=args.plot_heads or args.heads):
                 write_line(output, sentences, len(hypotheses), args)
                 if args.plot_dir:
                     write_plots(translator, sentences, len(hypotheses), args)
@@ -359,7 +376,8 @@ def write_line(output, sentences: list, line: int, args) -> None:
     and one n-best list per sentence)."""
     if args.json:
         for number, translation in enumerate(sentences):
-            record = {"line": line, "sentence": number, **translation.to_json()}
+            record = {"line": line, "sentence": number,
+                      **translation.to_json(heads=args.heads)}
             output.write(json.dumps(record, ensure_ascii=False) + "\n")
     elif args.n_best > 1:
         for number, translation in enumerate(sentences):
@@ -384,15 +402,28 @@ def line_alignment(sentences: list) -> list[tuple[int, int]]:
 
 
 def write_plots(translator, sentences: list, line: int, args) -> None:
-    from nmt.plotting import plot_attention, plot_filename, unique_path
+    """One heatmap per sentence (with --plot-heads a grid of every layer and head)."""
+    from nmt.plotting import plot_attention, plot_filename, plot_heads, unique_path
 
-    config = translator.config.model
-    title = f"{config.score} attention ({config.attention_mode}), {translator.name}"
+    title = plot_title(translator)
     for number, translation in enumerate(sentences):
         name = plot_filename(line, translation.source, args.plot_format, sentence=number)
         path = unique_path(Path(args.plot_dir) / name)
-        plot_attention(translation.attention, translation.source_tokens,
-                       translation.target_tokens, path, title=title, fmt=args.plot_format)
+        if args.plot_heads and translation.heads is not None:
+            plot_heads(translation.heads, translation.source_tokens, translation.target_tokens,
+                       path, title=title, fmt=args.plot_format)
+        else:
+            plot_attention(translation.attention, translation.source_tokens,
+                           translation.target_tokens, path, title=title, fmt=args.plot_format)
+
+
+def plot_title(translator) -> str:
+    """"dot attention (soft), NAME"; a Transformer's also names the plotted layer."""
+    config = translator.config.model
+    title = f"{config.score} attention ({config.attention_mode}), {translator.name}"
+    if config.architecture == "transformer":
+        title += f", cross-attention layer {translator.model.alignment_layer + 1}"
+    return title
 
 
 def report_scores(hypotheses: list[str], references: list[str]) -> None:

@@ -28,6 +28,8 @@
     direction: $("#direction"),
     swap: $("#swap"),
     modelSelect: $("#model-select"),
+    viewChoice: $("#view-choice"),
+    viewSelect: $("#view-select"),
     examples: $("#examples"),
   };
 
@@ -54,6 +56,9 @@
     targetLanguage: "",
     models: [], // from /info: name, source_language, target_language, config, metrics
     model: "",
+    heads: null, // a Transformer's {layers, heads, alignment_layer}; null for an RNN
+    view: "default", // which matrix to draw: "default", "L" (layer L's average) or "L.H"
+    items: [], // the last answer's sentences, redrawn when the view changes
   };
 
   // ---------------------------------------------------------------- colour scale
@@ -189,6 +194,51 @@
       els.source.placeholder = examples[0];
     }
     els.swap.disabled = reverseOf(info) === undefined;
+    fillViews(info.attention);
+  }
+
+  /** The layer/head choice: shown for a Transformer (whose answers then carry "heads"). */
+  function fillViews(attention) {
+    const layers = attention?.layers;
+    state.heads = layers ? attention : null;
+    state.view = "default";
+    els.viewChoice.hidden = !layers;
+    if (!layers) return;
+    const option = (value, text) => {
+      const node = element("option", "", text);
+      node.value = value;
+      return node;
+    };
+    const options = [option("default",
+      `layer ${attention.alignment_layer + 1}, average of heads (default)`)];
+    for (let layer = 0; layer < layers; layer += 1) {
+      options.push(option(String(layer), `layer ${layer + 1}, average of heads`));
+      for (let head = 0; head < attention.heads; head += 1) {
+        options.push(option(`${layer}.${head}`, `layer ${layer + 1}, head ${head + 1}`));
+      }
+    }
+    els.viewSelect.replaceChildren(...options);
+    els.viewSelect.value = "default";
+  }
+
+  /** The [target][source] weights of `item` that the chosen view draws. */
+  function matrixOf(item) {
+    if (state.view === "default" || !item.heads?.length) return item.attention;
+    const [layer, head] = state.view.split(".").map(Number);
+    const perHead = item.heads[layer];
+    if (head !== undefined && !Number.isNaN(head)) return perHead[head];
+    return perHead[0].map((row, r) => row.map((_, c) =>
+      perHead.reduce((sum, matrix) => sum + matrix[r][c], 0) / perHead.length));
+  }
+
+  /** Redraw the open heatmaps in the chosen view (closed ones are drawn when opened). */
+  function redrawHeatmaps() {
+    for (const details of els.heatmap.querySelectorAll("details.sentence")) {
+      const body = details.querySelector(".grid-scroll");
+      body.replaceChildren();
+      if (details.open) body.append(heatmapGrid(state.items[Number(details.dataset.index)]));
+    }
+    hideTooltip();
   }
 
   /** Swap the direction, as online translators do: the translation becomes the input. */
@@ -250,6 +300,7 @@
     // server's own message explains what is wrong.
     const body = lines.length > 1 ? { texts: lines, beam } : { text: lines[0] ?? "", beam };
     if (state.model) body.model = state.model;
+    if (state.heads) body.heads = true;
     setBusy(true);
     hideError();
     const started = performance.now();
@@ -314,6 +365,7 @@
   function render(data, roundTrip) {
     // One translated line per input line; one heatmap per sentence of every line.
     const items = data.translations;
+    state.items = items;
     const lines = data.lines ?? items.map((item) => ({ translation: item.translation }));
     const many = lines.length > 1;
     els.translation.classList.toggle("many", many);
@@ -391,7 +443,7 @@
   function heatmapGrid(item) {
     const sources = item.source_tokens;
     const targets = item.target_tokens;
-    const weights = item.attention;
+    const weights = matrixOf(item);
     const grid = element("div", "heatmap");
     grid.setAttribute("role", "img");
     grid.setAttribute("aria-label",
@@ -518,6 +570,10 @@
   }
   els.toggle.addEventListener("click", () => setMode(state.mode === "soft" ? "argmax" : "soft"));
   els.swap.addEventListener("click", swapDirection);
+  els.viewSelect.addEventListener("change", () => {
+    state.view = els.viewSelect.value;
+    redrawHeatmaps();
+  });
   els.modelSelect.addEventListener("change", () => {
     applyModel(els.modelSelect.value);
     clearResults();
