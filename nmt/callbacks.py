@@ -34,7 +34,7 @@ from nmt.rundir import (
     checked_write,
     remove_leftovers,
 )
-from nmt.translator import Translator
+from nmt.translator import Translation, Translator
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,9 @@ class Validation:
     valid_sets: dict[str, tuple[list[str], list[str]]]
     beam: int = 1
     loss_sets: dict[str, tf.data.Dataset] = field(default_factory=dict)
+    samples: int = 3  # sentences of the first corpus kept for TensorBoard (`nmt.summaries`)
+    # the last epoch's translations of those sentences, with their references
+    last_samples: list[tuple[Translation, str]] = field(default_factory=list)
 
     def score(self, model: keras.Model, logs: dict) -> dict:
         """BLEU/chrF (and with several corpora the loss) of each validation corpus into
@@ -113,8 +116,11 @@ class Validation:
             self.translator.model.set_weights(model.get_weights())
         scores, bleus, chrfs = {}, [], []
         for name, (sources, references) in self.valid_sets.items():
-            hypotheses = [t.text for t in self.translator.translate(sources, beam=self.beam,
-                                                                    batch_size=128)]
+            translations = self.translator.translate(sources, beam=self.beam, batch_size=128)
+            hypotheses = [t.text for t in translations]
+            if not bleus:  # the first corpus
+                self.last_samples = list(zip(translations[:self.samples],
+                                             references[:self.samples], strict=True))
             scores = corpus_scores(hypotheses, references)
             if len(self.valid_sets) > 1:
                 logs[f"val_{name}_bleu"], logs[f"val_{name}_chrf"] = (scores["bleu"],

@@ -80,6 +80,23 @@ def plot_attention(
         NmtError: `path` exists, the format is unknown, or `weights` does not have
             the shape `[len(target_tokens), len(source_tokens)]`.
     """
+    return _save(_attention_figure(weights, source_tokens, target_tokens, title), path, fmt)
+
+
+def attention_png(weights: np.ndarray, source_tokens: Sequence[str],
+                  target_tokens: Sequence[str], title: str = "", dpi: int = 80) -> bytes:
+    """The heatmap of `plot_attention` as PNG bytes (for TensorBoard images)."""
+    import io
+
+    buffer = io.BytesIO()
+    _attention_figure(weights, source_tokens, target_tokens, title).savefig(
+        buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _attention_figure(weights: np.ndarray, source_tokens: Sequence[str],
+                      target_tokens: Sequence[str], title: str) -> Figure:
+    """One attention matrix [target, source] as a heatmap figure with a colour bar."""
     matrix = attention_matrix(weights, source_tokens, target_tokens)
     n_target, n_source = matrix.shape
     figure = Figure(
@@ -93,7 +110,7 @@ def plot_attention(
         figure.colorbar(image, ax=axes, shrink=0.8)
     if title:
         figure.suptitle(_escape(title))
-    return _save(figure, path, fmt)
+    return figure
 
 
 def plot_attention_grid(

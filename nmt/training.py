@@ -71,6 +71,7 @@ from nmt.rundir import (
     read_metrics,
     remove_leftovers,
 )
+from nmt.summaries import AttentionSummaries
 from nmt.training_data import (
     CORPUS_LOCATION,
     Batches,
@@ -332,7 +333,8 @@ def run_facts(data: PreparedData, batches: Batches, model: keras.Model) -> dict:
 def make_callbacks(run: Run, data: PreparedData | None, batches: Batches, trainee: Trainee,
                    metrics: RunMetrics, budget: TimeBudget) -> list[keras.callbacks.Callback]:
     """Budget, schedule, progress bar, weight average, the chief's RunKeeper (a worker's
-    checkpoint part), shared validation, early stopping and TensorBoard, in this order."""
+    checkpoint part), shared validation, early stopping and TensorBoard (Keras's scalars,
+    then `nmt.summaries`' heatmaps, translations and hyperparameters), in this order."""
     t = run.config.train
     callbacks = [budget]
     if t.lr_schedule == "cosine":
@@ -342,8 +344,9 @@ def make_callbacks(run: Run, data: PreparedData | None, batches: Batches, traine
     if trainee.average:
         callbacks.append(trainee.average)
     if run.chief:
-        callbacks.append(RunKeeper(run.folder, _validation(run, data, batches, trainee),
-                                   trainee.resume, metrics, budget, average=trainee.average))
+        keeper = RunKeeper(run.folder, _validation(run, data, batches, trainee),
+                           trainee.resume, metrics, budget, average=trainee.average)
+        callbacks.append(keeper)
     else:
         callbacks.append(WorkerCheckpoint(trainee.resume, run.folder))
     if run.sync.active:
@@ -353,6 +356,8 @@ def make_callbacks(run: Run, data: PreparedData | None, batches: Batches, traine
     if run.chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.folder / LOGS_DIR),
                                                      write_graph=False))
+        callbacks.append(AttentionSummaries(run.folder / LOGS_DIR, keeper.validation,
+                                            run.config, run.folder.name))
     return callbacks
 
 
