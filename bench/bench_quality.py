@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beams", default="1,5", help="beam sizes, comma-separated")
     parser.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY)
     parser.add_argument("--results-dir", default=str(RESULTS))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other models' records of an earlier bench_quality.json "
+                             "(rescore only the models given; the everyday table is left as "
+                             "it is)")
     return parser
 
 
@@ -104,6 +108,18 @@ def everyday_table(translators: list, args) -> tuple[list[dict], list[list]]:
     return records, rows
 
 
+def merged_runs(path: Path, runs: list[dict], models: list[str]
+                ) -> tuple[list[dict], list[str]]:
+    """The records of `path` whose model is not rescored now, then `runs`; and the model
+    names in that order."""
+    import json
+
+    earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"runs": []}
+    kept = [run for run in earlier["runs"] if run["model"] not in models]
+    names = list(dict.fromkeys([run["model"] for run in kept] + models))
+    return kept + runs, names
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from nmt.translator import Translator
@@ -111,10 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     beams = [int(b) for b in args.beams.split(",")]
     translators = [Translator.load(path) for path in model_directories(args)]
     runs = [run for t in translators for run in score_model(t, args, beams)]
+    models = [t.name for t in translators]
+    if args.merge:
+        runs, models = merged_runs(Path(args.results_dir) / "bench_quality.json", runs, models)
     rows = [[r["model"], r["direction"], r["test_set"],
              "greedy" if r["beam"] == 1 else f"beam {r['beam']}", r["sentences"],
              round(r["bleu"], 2), round(r["chrf"], 2)] for r in runs]
-    payload = {"models": [t.name for t in translators], "length_penalty": args.length_penalty,
+    payload = {"models": models, "length_penalty": args.length_penalty,
                "runs": runs, "bleu_signature": runs[-1]["bleu_signature"],
                "chrf_signature": runs[-1]["chrf_signature"]}
     results = Path(args.results_dir)
@@ -123,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                                rows, results)
     print(md_path.read_text())
     print(f"BLEU signature: {payload['bleu_signature']}")
+    if args.merge:
+        return 0
     records, table = everyday_table(translators, args)
     _, md_path = write_results("bench_everyday", {"sentences": records, "beam": 5}, [
         "direction", "source", "reference", "translations (beam 5)"], table, results)

@@ -196,7 +196,8 @@ class Translator:
         teacher forced on what the search chose, which equals what its steps computed)."""
         if self._heads is None:
             ids = tf.TensorSpec([None, None], tf.int32)
-            self._heads = tf.function(self.model.attention_heads, input_signature=[ids, ids])
+            self._heads = tf.function(self.model.attention_heads, input_signature=[ids, ids],
+                                      autograph=False)
         tokens = output["tokens"][:, 0]  # [batch, tt]
         target_in = np.concatenate([np.full_like(tokens[:, :1], BOS_ID), tokens[:, :-1]], 1)
         return {"heads": self._heads(tf.constant(batch), tf.constant(target_in)).numpy()}

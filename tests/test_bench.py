@@ -71,6 +71,19 @@ def test_bench_quality_scores_every_test_set(tmp_path, tiny_run, multi30k_dir):
     assert [r["source"] for r in rows] == [sources[167 * i] for i in range(12)]
     assert all(r[tiny_run.name] for r in rows) and table.count("| de→en |") == 12
 
+    # --merge rescores the models given and keeps the others' records
+    payload["runs"] = [dict(r, model="other") for r in payload["runs"][:2]] + payload["runs"]
+    payload["models"] = ["other", tiny_run.name]
+    (tmp_path / "bench_quality.json").write_text(json.dumps(payload))
+    assert bench_quality.main(["--checkpoint", str(tiny_run), "--merge",
+                               "--data-dir", f"multi30k={multi30k_dir}",
+                               "--data-dir", f"tatoeba={TATOEBA}", "--limit", "5",
+                               "--beams", "1", "--results-dir", str(tmp_path)]) == 0
+    merged, table = read_results(tmp_path, "bench_quality")
+    assert merged["models"] == ["other", tiny_run.name]
+    assert [r["model"] for r in merged["runs"]] == ["other"] * 2 + [tiny_run.name] * 4
+    assert all(r["sentences"] == 5 for r in merged["runs"][2:]) and "| other |" in table
+
 
 def test_bench_translate_compares_old_and_new_code(tmp_path, tiny_run, multi30k_dir):
     code = bench_translate.main(["--checkpoint", str(tiny_run), "--data-dir", str(multi30k_dir),
