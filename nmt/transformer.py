@@ -18,12 +18,12 @@ search reorders it with `tf.gather`: a step computes only the new position.
 Alignment: each translation's attention matrix [tt, ts] (plots, alignments, the web page)
 is the head-average of the cross-attention of one layer, `model.alignment_layer`; by
 default the penultimate layer (the only one in a one-layer model), which Garg et al. (2019,
-section 5) found to align best of a 6-layer Transformer. TODO(issue 21): choose the default
-by measurement once a Multi30k Transformer is trained: `bench/bench_alignment_layer.py`
-teacher-forces it and the shipped RNN on test_2016_flickr's references and reports, per
-layer and head, how often a target word's strongest source word agrees with the RNN's;
-make the best layer the default here (or per checkpoint in config.json) and quote the
-figures. `attention_heads` returns every layer and head.
+section 5) found to align best of a 6-layer Transformer, and which measured best here too:
+`bench/bench_alignment_layer.py` teacher-forces the shipped `multi30k-de-en-transformer`
+(3 layers) and the RNN `multi30k-de-en` on 300 test_2016_flickr references and counts how
+often a target word's strongest source word agrees: layer 1 70.6 %, layer 2 (the
+penultimate) 77.6 %, layer 3 62.0 % (bench/results/bench_alignment_layer.md).
+`attention_heads` returns every layer and head.
 """
 
 from __future__ import annotations

@@ -405,7 +405,7 @@ def write_plots(translator, sentences: list, line: int, args) -> None:
     """One heatmap per sentence (with --plot-heads a grid of every layer and head)."""
     from nmt.plotting import plot_attention, plot_filename, plot_heads, unique_path
 
-    title = plot_title(translator)
+    title = plot_title(translator, grid=args.plot_heads)
     for number, translation in enumerate(sentences):
         name = plot_filename(line, translation.source, args.plot_format, sentence=number)
         path = unique_path(Path(args.plot_dir) / name)
@@ -417,11 +417,14 @@ def write_plots(translator, sentences: list, line: int, args) -> None:
                            translation.target_tokens, path, title=title, fmt=args.plot_format)
 
 
-def plot_title(translator) -> str:
-    """"dot attention (soft), NAME"; a Transformer's also names the plotted layer."""
+def plot_title(translator, grid: bool = False) -> str:
+    """"dot attention (soft), NAME"; a Transformer's also names the plotted layer (or, for a
+    grid of every layer and head, says so)."""
     config = translator.config.model
     title = f"{config.score} attention ({config.attention_mode}), {translator.name}"
-    if config.architecture == "transformer":
+    if config.architecture == "transformer" and grid:
+        title += ", cross-attention of every layer and head"
+    elif config.architecture == "transformer":
         title += f", cross-attention layer {translator.model.alignment_layer + 1}"
     return title
 
