@@ -220,8 +220,9 @@ class RequestBatcher:
                 ) -> list[Translation]:
         with self._lock:
             self.calls += 1
+        options = {"heads": True} if heads else {}  # only a Transformer's translator has them
         return self.translator.translate(texts, beam=beam, alpha=self.alpha,
-                                         batch_size=self.max_batch, n_best=n_best, heads=heads)
+                                         batch_size=self.max_batch, n_best=n_best, **options)
 
 
 def _first_line(error: BaseException, most: int = 200) -> str:

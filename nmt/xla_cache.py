@@ -4,9 +4,13 @@ Compiling the search for one batch shape takes about as long as translating a th
 sentences (`nmt.compiled_search`), so `translate.py` asks TensorFlow to keep every program it
 compiles in a cache folder and to load it from there in later runs
 (`--tf_xla_persistent_cache_directory`, read from `TF_XLA_FLAGS` when TensorFlow starts).
-The folder is `$NMT_XLA_CACHE`, or `$XDG_CACHE_HOME/nmt/xla` (default `~/.cache/nmt/xla`),
-with one subfolder per TensorFlow version; `NMT_XLA_CACHE=off` turns the cache off. Deleting
-the folder is always safe. Imports no TensorFlow: this must run before it starts.
+The cache is opt-in: `NMT_XLA_CACHE=DIR` keeps programs in DIR, `NMT_XLA_CACHE=on` in
+`$XDG_CACHE_HOME/nmt/xla` (default `~/.cache/nmt/xla`), with one subfolder per TensorFlow
+version; unset or `off`, nothing is kept. It is off by default because TensorFlow 2.21 reads
+every cached program first as text and logs the failed attempt ("E0000 ... Error parsing
+text-format tensorflow.XlaSerializedCacheEntry") on stderr on every cache hit, from C++,
+after start-up, where `nmt.quiet` cannot hide it. Deleting the folder is always safe.
+Imports no TensorFlow: this must run before it starts.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ FLAG = "--tf_xla_persistent_cache_directory"
 
 def cache_directory() -> Path | None:
     """Where compiled programs are kept for this TensorFlow version; None when turned off."""
-    chosen = os.environ.get(ENVIRONMENT_VARIABLE)
-    if chosen is not None and chosen.strip().lower() in ("", "0", "off", "no", "false"):
+    chosen = (os.environ.get(ENVIRONMENT_VARIABLE) or "").strip()
+    if chosen.lower() in ("", "0", "off", "no", "false"):
         return None
-    if chosen:
+    if chosen.lower() not in ("1", "on", "yes", "true"):
         root = Path(chosen)
     else:
         home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

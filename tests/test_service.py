@@ -351,7 +351,7 @@ def test_page_and_static_files_are_served(server):
     status, schema = request(server + "/openapi.json")
     body_schema = schema["paths"]["/translate"]["post"]["requestBody"]["content"]
     assert status == 200 and set(body_schema["application/json"]["schema"]["properties"]) == {
-        "text", "texts", "beam", "model", "split", "n_best"}
+        "text", "texts", "beam", "model", "split", "n_best", "heads"}
     for name in ("app.js", "style.css"):
         with urllib.request.urlopen(f"{server}/static/{name}", timeout=30) as response:
             assert response.status == 200 and len(response.read()) > 100

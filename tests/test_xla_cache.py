@@ -14,7 +14,9 @@ def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     assert xla_cache.cache_directory().name.startswith("tensorflow-")
     monkeypatch.setenv("NMT_XLA_CACHE", "off")
     assert xla_cache.cache_directory() is None
-    monkeypatch.delenv("NMT_XLA_CACHE")
+    monkeypatch.delenv("NMT_XLA_CACHE")  # opt-in: unset means no cache
+    assert xla_cache.cache_directory() is None
+    monkeypatch.setenv("NMT_XLA_CACHE", "on")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert xla_cache.cache_directory().parent == tmp_path / "xdg" / "nmt" / "xla"
 
