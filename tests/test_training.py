@@ -370,9 +370,12 @@ def test_tensorboard_logs_hold_the_validation_scores(tiny_run):
     for path in (tiny_run / "logs" / "validation").glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
-                number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") \
-                    else value.simple_value
-                logged.setdefault(value.tag, {})[event.step] = number
+                if not value.HasField("tensor"):
+                    logged.setdefault(value.tag, {})[event.step] = value.simple_value
+                    continue
+                array = tf.make_ndarray(value.tensor)
+                if array.ndim == 0 and array.dtype.kind == "f":  # not nmt.summaries' images, text
+                    logged.setdefault(value.tag, {})[event.step] = float(array)
     records = read_metrics(tiny_run)["epochs"]
     for key, tag in (("val_bleu", "epoch_bleu"), ("val_chrf", "epoch_chrf"),
                      ("val_loss", "epoch_loss")):
