@@ -15,7 +15,10 @@ Scores: {scores}.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 SCORES: dict[str, type[Score]] = {}
@@ -296,6 +299,22 @@ class Attention(keras.layers.Layer):
 def attention_entropy(weights: tf.Tensor) -> tf.Tensor:
     """Entropy in nats of each weight row [..., ts] -> [...]; 0 for one-hot rows."""
     return -tf.reduce_sum(tf.math.xlogy(weights, weights), axis=-1)
+
+
+def weight_statistics(matrices: Sequence[np.ndarray]) -> tuple[float, float, int]:
+    """How sharp attention is, over every row of some weight matrices [tt, ts] (rows of
+    different sentences may differ in length; empty matrices are skipped).
+
+    Returns (mean entropy in nats, mean largest weight, number of rows); NaN, NaN, 0 when
+    there are no rows. Hard attention at inference gives 0 and 1."""
+    rows = [np.asarray(m, np.float64) for m in matrices if np.size(m)]
+    if not rows:
+        return float("nan"), float("nan"), 0
+    entropies = np.concatenate([
+        -np.sum(np.where(m > 0, m * np.log(np.where(m > 0, m, 1.0)), 0.0), axis=-1)
+        for m in rows])
+    maxima = np.concatenate([m.max(axis=-1) for m in rows])
+    return float(entropies.mean()), float(maxima.mean()), int(maxima.size)
 
 
 def _name_the_scores(text: str | None) -> str | None:

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nmt.attention import weight_statistics
 from nmt.averaging import WeightAverage
 from nmt.distribute import ChiefBroadcast
 from nmt.errors import StorageError
@@ -121,6 +122,7 @@ class Validation:
             if not bleus:  # the first corpus
                 self.last_samples = list(zip(translations[:self.samples],
                                              references[:self.samples], strict=True))
+                logs.update(attention_logs(translations))
             scores = corpus_scores(hypotheses, references)
             if len(self.valid_sets) > 1:
                 logs[f"val_{name}_bleu"], logs[f"val_{name}_chrf"] = (scores["bleu"],
@@ -133,6 +135,16 @@ class Validation:
             logs[f"val_{name}_loss"] = scalar(result["loss"])
             logs[f"val_{name}_ppl"] = math.exp(min(scalar(result["nll"]), 50.0))
         return scores
+
+
+def attention_logs(translations: list[Translation]) -> dict[str, float]:
+    """`val_attention_entropy` (nats) and `val_attention_max` (the mean weight on the
+    most-attended source piece) of validation translations, for metrics.json and
+    TensorBoard: how attention sharpens epoch by epoch. Empty when nothing was produced."""
+    entropy, largest, rows = weight_statistics([t.attention for t in translations])
+    if not rows:
+        return {}
+    return {"val_attention_entropy": entropy, "val_attention_max": largest}
 
 
 @dataclass

@@ -341,6 +341,9 @@ def test_metrics_has_a_record_per_epoch(tiny_run):
             assert np.isfinite(record[key]), (key, record)
         assert record["tokens_per_second"] > 0
         assert 0.0 <= record["val_bleu"] <= 100.0 and 0.0 <= record["val_chrf"] <= 100.0
+        # how sharp the validation translations' attention is (nmt.callbacks.attention_logs)
+        assert 0.0 <= record["val_attention_entropy"] <= np.log(64), record
+        assert 0.0 < record["val_attention_max"] <= 1.0, record
     wall = [r["wall_time"] for r in records]
     assert wall == sorted(wall) and wall[0] > 0
     assert metrics["stopped_by"] == "epochs"
@@ -378,7 +381,8 @@ def test_tensorboard_logs_hold_the_validation_scores(tiny_run):
                     logged.setdefault(value.tag, {})[event.step] = float(array)
     records = read_metrics(tiny_run)["epochs"]
     for key, tag in (("val_bleu", "epoch_bleu"), ("val_chrf", "epoch_chrf"),
-                     ("val_loss", "epoch_loss")):
+                     ("val_loss", "epoch_loss"),
+                     ("val_attention_entropy", "epoch_attention_entropy")):
         assert tag in logged, sorted(logged)
         np.testing.assert_allclose([logged[tag][r["epoch"] - 1] for r in records],
                                    [r[key] for r in records], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,180 @@
+#!/usr/bin/env python
+"""Why does `additive` attention lag behind `dot` in the attention study? (issue 22)
+
+    python bench/bench_additive.py --data-dir ../shared/corpora/multi30k --epochs 3
+
+Trains the study's RNN (`configs/attention-study.json`) for a fixed number of epochs, not a
+wall-clock budget, once per variant below, so that the comparison does not depend on what
+else runs on the machine. Per epoch it reports greedy validation BLEU and how sharp the
+validation translations' attention is (`val_attention_entropy`, `val_attention_max` in each
+run's metrics.json); after training, for the additive variants, how saturated the score's
+tanh units are and how large its vector v is. Writes bench/results/bench_additive.*.
+
+Variants: `dot` (the study's best soft score), `additive` (our default initialisation:
+glorot-uniform W1, W2 and v), `additive-groundhog` (Bahdanau et al.'s released code,
+GroundHog: v = 0 and W1, W2 ~ N(0, 0.001^2)), `additive-units256` (attention_units equal to
+the decoder size, Joey NMT's default), `additive-lr1e-3` (a third of the study's rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO, RESULTS, write_results  # noqa: E402
+
+VARIANTS: dict[str, dict] = {
+    "dot": {"model": {"score": "dot"}},
+    "additive": {"model": {"score": "additive"}},
+    "additive-groundhog": {"model": {"score": "additive"}, "init": "groundhog"},
+    "additive-units256": {"model": {"score": "additive", "attention_units": 256}},
+    "additive-lr1e-3": {"model": {"score": "additive"}, "train": {"learning_rate": 0.001}},
+}
+
+
+@contextlib.contextmanager
+def additive_initialisation(name: str | None):
+    """Swap the initialisers of `AdditiveScore` while a model is built (None: ours)."""
+    import keras
+
+    from nmt.attention import AdditiveScore
+
+    if name is None:
+        yield
+        return
+    assert name == "groundhog", name
+    original = AdditiveScore.build
+
+    def build(self, layer, query_dim, key_dim):
+        units = self.units or query_dim
+        small = keras.initializers.RandomNormal(stddev=0.001)
+        self.query_kernel = layer.add_weight(name="additive_query_kernel",
+                                             shape=(query_dim, units), initializer=small)
+        self.key_kernel = layer.add_weight(name="additive_key_kernel", shape=(key_dim, units),
+                                           initializer=small)
+        self.vector = layer.add_weight(name="additive_vector", shape=(units,),
+                                       initializer="zeros")
+
+    AdditiveScore.build = build
+    try:
+        yield
+    finally:
+        AdditiveScore.build = original
+
+
+def variant_config(name: str, epochs: int, data_dir: str, seed: int):
+    """The study's base config with the variant's changes, `epochs` epochs and no budget."""
+    from nmt.config import Config
+
+    values = Config.load(REPO / "configs" / "attention-study.json").to_dict()
+    values = copy.deepcopy(values)
+    for section in ("model", "train"):
+        values[section].update(VARIANTS[name].get(section, {}))
+    values["train"].update(epochs=epochs, time_budget=None, patience=epochs, seed=seed)
+    values["data"]["data_dir"] = data_dir
+    return Config.from_dict(values)
+
+
+def train_variant(name: str, run_dir: Path, epochs: int, data_dir: str, seed: int) -> dict:
+    """Train (or resume, or skip when finished) one variant; returns its metrics.json."""
+    from nmt.training import train
+
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file() and json.loads(metrics_file.read_text()).get("stopped_by"):
+        return json.loads(metrics_file.read_text())
+    with additive_initialisation(VARIANTS[name].get("init")):
+        return train(variant_config(name, epochs, data_dir, seed), run_dir, progress=False)
+
+
+def saturation(run_dir: Path, data_dir: str, sentences: int = 256) -> dict:
+    """For an additive run: share of tanh units in v.tanh(W1 q + W2 k) beyond |0.99|, the
+    norm of v, and the spread of the scores within a row, on teacher-forced validation
+    sentences with the last weights."""
+    import tensorflow as tf
+
+    from nmt.data import load_split
+    from nmt.tokenizer import BOS_ID, PAD_ID
+    from nmt.translator import Translator
+
+    translator = Translator.load(run_dir, weights="last.weights.h5")
+    model, config = translator.model, translator.config
+    if config.model.score != "additive":
+        return {}
+    sources, targets = load_split("multi30k", "valid", "de", "en", "data", data_dir,
+                                  progress=False)
+    source = _pad(translator.encode_sources(sources[:sentences])[0])
+    target = _pad([[BOS_ID, *translator.target_tokenizer.encode(t)]
+                   for t in targets[:sentences]])
+    memory, state = model.encode(source)
+    states = model.target_embedding(target)
+    for index, rnn in enumerate(model.decoder_rnns):
+        states, *_ = rnn(states, initial_state=model._layer_state(state, index))
+    scorer = model.attention.scorer
+    query = tf.matmul(states, scorer.query_kernel)
+    hidden = tf.tanh(query[:, :, None, :] + memory["keys"][:, None, :, :]).numpy()
+    scores = np.einsum("bqsu,u->bqs", hidden, scorer.vector.numpy())
+    real = memory["mask"].numpy()[:, None, :] & (target.numpy() != PAD_ID)[:, :, None]
+    return {"saturated": float((np.abs(hidden) > 0.99)[real].mean()),
+            "v_norm": float(np.linalg.norm(scorer.vector.numpy())),
+            "score_spread": float(np.nanmean(_row_std(scores, real)))}
+
+
+def _pad(rows: list[list[int]]):
+    import tensorflow as tf
+
+    from nmt.tokenizer import PAD_ID
+
+    batch = np.full((len(rows), max(map(len, rows))), PAD_ID, np.int32)
+    for index, row in enumerate(rows):
+        batch[index, :len(row)] = row
+    return tf.constant(batch)
+
+
+def _row_std(scores: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Standard deviation of each row's scores over its real source positions."""
+    masked = np.where(real, scores, np.nan)
+    rows = real.any(axis=-1)
+    return np.nanstd(masked[rows], axis=-1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", required=True, help="local Multi30k folder")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--run-root", default="runs/bench-additive",
+                        help="one run directory per variant (resumed when run again)")
+    args = parser.parse_args(argv)
+    results, rows = {}, []
+    for name in args.variants:
+        run_dir = Path(args.run_root) / name
+        metrics = train_variant(name, run_dir, args.epochs, args.data_dir, args.seed)
+        epochs = [{key: record.get(key) for key in (
+            "epoch", "val_bleu", "val_attention_entropy", "val_attention_max", "loss",
+            "tokens_per_second", "learning_rate")} for record in metrics["epochs"]]
+        results[name] = {"epochs": epochs, **saturation(run_dir, args.data_dir)}
+        for record in epochs:
+            rows.append([name, record["epoch"], record["val_bleu"],
+                         record["val_attention_entropy"], record["val_attention_max"],
+                         record["loss"]])
+        print(name, json.dumps(results[name]), flush=True)
+    headers = ["variant", "epoch", "val BLEU (greedy)", "attention entropy (nats)",
+               "max weight", "train loss"]
+    write_results("bench_additive", {"epochs": args.epochs, "seed": args.seed,
+                                     "variants": results}, headers, rows, RESULTS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
