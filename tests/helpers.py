@@ -59,3 +59,18 @@ def assert_clean_error(code, out, err, *fragments):
     assert len(message) == 1, err
     for fragment in fragments:
         assert fragment in message[0]
+
+
+def step_through(model, source, target_in, max_steps: int | None = None):
+    """`decode_step` over every target position of a teacher-forced batch: logits
+    [b, tt, V] and weights [b, tt, ts]. `max_steps`: the decoder-step buffer a Transformer
+    allocates in `encode` (default: the target length; the RNN ignores it)."""
+    import numpy as np
+
+    memory, state = model.encode(source, max_steps=max_steps or target_in.shape[1])
+    all_logits, all_weights = [], []
+    for position in range(target_in.shape[1]):
+        logits, state, weights = model.decode_step(target_in[:, position], state, memory)
+        all_logits.append(np.asarray(logits))
+        all_weights.append(np.asarray(weights))
+    return np.stack(all_logits, axis=1), np.stack(all_weights, axis=1)

@@ -16,6 +16,7 @@ from nmt.config import Config, DataConfig, ModelConfig, TrainConfig
 from nmt.errors import ConfigError
 from nmt.losses import token_losses
 from nmt.model import BOS_ID, EOS_ID, PAD_ID, Seq2Seq, build_model, word_dropout_layer
+from tests.helpers import step_through
 
 ALL_SCORES = ("dot", "scaled_dot", "general", "cosine", "additive")
 
@@ -44,17 +45,6 @@ def toy_batch(seed=0):
     target_in = rng.integers(4, 13, size=(3, 5)).astype("int32")
     target_in[:, 0] = BOS_ID
     return source, target_in
-
-
-def step_through(model, source, target_in):
-    """Run `decode_step` over every target position: logits [b, tt, V], weights [b, tt, ts]."""
-    memory, state = model.encode(source)
-    all_logits, all_weights = [], []
-    for position in range(target_in.shape[1]):
-        logits, state, weights = model.decode_step(target_in[:, position], state, memory)
-        all_logits.append(np.asarray(logits))
-        all_weights.append(np.asarray(weights))
-    return np.stack(all_logits, axis=1), np.stack(all_weights, axis=1)
 
 
 # ------------------------------------------------------------------ model behaviour

@@ -15,6 +15,7 @@ from nmt.errors import ConfigError
 from nmt.model import build_model, make_model
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.transformer import Transformer, sinusoidal_positions
+from tests.helpers import step_through
 from tests.test_model import REVERSE_VOCAB, reversal_data, toy_batch
 
 
@@ -30,17 +31,6 @@ def transformer_config(**overrides):
 def transformer(seed=0, **overrides):
     keras.utils.set_random_seed(seed)
     return build_model(transformer_config(**overrides))
-
-
-def step_through(model, source, target_in, max_steps=None):
-    """`decode_step` over every target position: logits [b, tt, V], weights [b, tt, ts]."""
-    memory, state = model.encode(source, max_steps=max_steps or target_in.shape[1])
-    all_logits, all_weights = [], []
-    for position in range(target_in.shape[1]):
-        logits, state, weights = model.decode_step(target_in[:, position], state, memory)
-        all_logits.append(np.asarray(logits))
-        all_weights.append(np.asarray(weights))
-    return np.stack(all_logits, axis=1), np.stack(all_weights, axis=1)
 
 
 STEP_CASES = {
