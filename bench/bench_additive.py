@@ -39,12 +39,17 @@ VARIANTS: dict[str, dict] = {
     "additive-groundhog": {"model": {"score": "additive"}, "init": "groundhog"},
     "additive-units256": {"model": {"score": "additive", "attention_units": 256}},
     "additive-lr1e-3": {"model": {"score": "additive"}, "train": {"learning_rate": 0.001}},
+    "additive-bias": {"model": {"score": "additive"}, "init": "bias"},
 }
 
 
 @contextlib.contextmanager
 def additive_initialisation(name: str | None):
-    """Swap the initialisers of `AdditiveScore` while a model is built (None: ours)."""
+    """Swap `AdditiveScore`'s weights while a model is built or loaded (None: ours).
+
+    "groundhog": v = 0, W1 and W2 ~ N(0, 0.001^2). "bias": ours plus a bias b ~ N(0, 1)
+    inside the tanh, v . tanh(W1 q + W2 k + b): where b is not 0, tanh's curvature makes
+    the score bilinear in q and k from the start, like `general`."""
     import keras
 
     from nmt.attention import AdditiveScore
@@ -52,24 +57,38 @@ def additive_initialisation(name: str | None):
     if name is None:
         yield
         return
-    assert name == "groundhog", name
-    original = AdditiveScore.build
+    original = AdditiveScore.build, AdditiveScore.prepare_keys
+    if name == "groundhog":
+        AdditiveScore.build = _groundhog_build
+    else:
+        assert name == "bias", name
 
-    def build(self, layer, query_dim, key_dim):
-        units = self.units or query_dim
-        small = keras.initializers.RandomNormal(stddev=0.001)
-        self.query_kernel = layer.add_weight(name="additive_query_kernel",
-                                             shape=(query_dim, units), initializer=small)
-        self.key_kernel = layer.add_weight(name="additive_key_kernel", shape=(key_dim, units),
-                                           initializer=small)
-        self.vector = layer.add_weight(name="additive_vector", shape=(units,),
-                                       initializer="zeros")
+        def build(self, layer, query_dim, key_dim):
+            original[0](self, layer, query_dim, key_dim)
+            self.bias = layer.add_weight(
+                name="additive_bias", shape=(self.units or query_dim,),
+                initializer=keras.initializers.RandomNormal(stddev=1.0))
 
-    AdditiveScore.build = build
+        def prepare_keys(self, keys):
+            return original[1](self, keys) + self.bias  # W2 k + b: [batch, ts, units]
+
+        AdditiveScore.build, AdditiveScore.prepare_keys = build, prepare_keys
     try:
         yield
     finally:
-        AdditiveScore.build = original
+        AdditiveScore.build, AdditiveScore.prepare_keys = original
+
+
+def _groundhog_build(self, layer, query_dim, key_dim):
+    import keras
+
+    units = self.units or query_dim
+    small = keras.initializers.RandomNormal(stddev=0.001)
+    self.query_kernel = layer.add_weight(name="additive_query_kernel",
+                                         shape=(query_dim, units), initializer=small)
+    self.key_kernel = layer.add_weight(name="additive_key_kernel", shape=(key_dim, units),
+                                       initializer=small)
+    self.vector = layer.add_weight(name="additive_vector", shape=(units,), initializer="zeros")
 
 
 def variant_config(name: str, epochs: int, data_dir: str, seed: int):
@@ -97,9 +116,10 @@ def train_variant(name: str, run_dir: Path, epochs: int, data_dir: str, seed: in
 
 
 def saturation(run_dir: Path, data_dir: str, sentences: int = 256) -> dict:
-    """For an additive run: share of tanh units in v.tanh(W1 q + W2 k) beyond |0.99|, the
-    norm of v, and the spread of the scores within a row, on teacher-forced validation
-    sentences with the last weights."""
+    """For an additive run: the root mean square of the tanh's inputs W1 q + W2 k (near 0,
+    tanh is linear and the score v.W2 k no longer depends on the query), the share of tanh
+    units beyond |0.99|, the norm of v, and the spread of the scores within a row; on
+    teacher-forced validation sentences with the last weights."""
     import tensorflow as tf
 
     from nmt.data import load_split
@@ -121,10 +141,16 @@ def saturation(run_dir: Path, data_dir: str, sentences: int = 256) -> dict:
         states, *_ = rnn(states, initial_state=model._layer_state(state, index))
     scorer = model.attention.scorer
     query = tf.matmul(states, scorer.query_kernel)
-    hidden = tf.tanh(query[:, :, None, :] + memory["keys"][:, None, :, :]).numpy()
+    inputs = (query[:, :, None, :] + memory["keys"][:, None, :, :]).numpy()
+    hidden = np.tanh(inputs)
     scores = np.einsum("bqsu,u->bqs", hidden, scorer.vector.numpy())
     real = memory["mask"].numpy()[:, None, :] & (target.numpy() != PAD_ID)[:, :, None]
-    return {"saturated": float((np.abs(hidden) > 0.99)[real].mean()),
+    words = target.numpy() != PAD_ID
+    return {"preactivation_rms": float(np.sqrt(np.mean(inputs[real] ** 2))),
+            "query_rms": float(np.sqrt(np.mean(query.numpy()[words] ** 2))),
+            "key_rms": float(np.sqrt(np.mean(memory["keys"].numpy()[memory["mask"].numpy()]
+                                             ** 2))),
+            "saturated": float((np.abs(hidden) > 0.99)[real].mean()),
             "v_norm": float(np.linalg.norm(scorer.vector.numpy())),
             "score_spread": float(np.nanmean(_row_std(scores, real)))}
 
@@ -163,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         epochs = [{key: record.get(key) for key in (
             "epoch", "val_bleu", "val_attention_entropy", "val_attention_max", "loss",
             "tokens_per_second", "learning_rate")} for record in metrics["epochs"]]
-        results[name] = {"epochs": epochs, **saturation(run_dir, args.data_dir)}
+        with additive_initialisation(VARIANTS[name].get("init")):
+            results[name] = {"epochs": epochs, **saturation(run_dir, args.data_dir)}
         for record in epochs:
             rows.append([name, record["epoch"], record["val_bleu"],
                          record["val_attention_entropy"], record["val_attention_max"],
