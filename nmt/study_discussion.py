@@ -62,9 +62,9 @@ def _quality(soft: Sequence[SettingRow]) -> str:
     if not differs(a, b, floor):
         close = [f"`{s.score}`" for s in ranked if not differs(a, s.of("test_bleu"),
                                                                 _floor(best, s, BLEU_TIE))]
-        text += (f"{_join(close)} lie within the spread of their seeds of the best "
-                 f"({_noise(a, b, floor)} BLEU for the top two), so the study names no single "
-                 "winner.")
+        text += (f"{_join(close)} lie within the noise of the best ({_noise(a, b, floor)} "
+                 f"BLEU for the top two: the spread of their seeds, or {BLEU_TIE} with a "
+                 "single seed), so the study names no single winner.")
     else:
         text += (f"`{best.score}` leads the next score, `{runner.score}`, by "
                  f"{a.mean - b.mean:.2f} BLEU, more than the spread of their seeds "
@@ -143,8 +143,18 @@ def _hard_cost(hard: SettingRow, soft: Sequence[SettingRow]) -> str:
     speed = hard.of("tokens_per_second").mean / twin.of("tokens_per_second").mean - 1
     return (f"{title} With the same score and budget, {quality}. It trains at "
             f"{hard.of('tokens_per_second').mean:,.0f} target tokens/s ({speed:+.0%} against "
-            f"soft). Its attention is one-hot at inference (entropy "
-            f"{hard.of('entropy').mean:.2f}, max weight {hard.of('max_weight').mean:.2f}).")
+            f"soft). {_one_hot(hard)}")
+
+
+def _one_hot(hard: SettingRow) -> str:
+    """Hard attention is one-hot at inference; a Transformer's alignment (the average of
+    its one-hot heads) is not."""
+    entropy, peak = hard.of("entropy").mean, hard.of("max_weight").mean
+    if peak > 0.999:
+        return f"Its attention is one-hot at inference (entropy {entropy:.2f}, max weight " \
+               f"{peak:.2f})."
+    return (f"Every head attends one-hot at inference; their average, the alignment in the "
+            f"heatmaps, has entropy {entropy:.2f} nats and max weight {peak:.2f}.")
 
 
 def _architectures(settings: Sequence[SettingRow]) -> str:
@@ -166,34 +176,26 @@ def _architectures(settings: Sequence[SettingRow]) -> str:
 
 
 def head_text(settings: Sequence[SettingRow]) -> str:
-    """Whether some heads of the Transformer's soft runs align while others spread."""
-    tables = [s.heads("head_max_weight") for s in settings if s.mode == "soft"]
-    entropies = [s.heads("head_entropy") for s in settings if s.mode == "soft"]
-    tables, entropies = [t for t in tables if t], [e for e in entropies if e]
-    if not tables:
+    """Whether some heads of a Transformer layer align while others spread: the soft
+    setting and layer whose heads' mean peak weights lie furthest apart."""
+    layers = [(max(layer) - min(layer), s, number, layer)
+              for s in settings if s.mode == "soft"
+              for number, layer in enumerate(s.heads("head_max_weight"))]
+    if not layers:
         return ""
-    peak = _average(tables)
-    entropy = _average(entropies)
-    cells = [(peak[layer][head], layer, head) for layer in range(len(peak))
-             for head in range(len(peak[layer]))]
-    (top, tl, th), (bottom, bl, bh) = max(cells), min(cells)
-    text = (f"**Heads.** Averaged over the Transformer's soft runs, the sharpest head is "
-            f"head {th + 1} of layer {tl + 1} ({top:.2f} of its weight on one source piece, "
-            f"entropy {entropy[tl][th]:.2f} nats) and the flattest head {bh + 1} of layer "
-            f"{bl + 1} ({bottom:.2f}, entropy {entropy[bl][bh]:.2f} nats). ")
-    widest = max(range(len(peak)), key=lambda layer: max(peak[layer]) - min(peak[layer]))
-    gap = max(peak[widest]) - min(peak[widest])
+    gap, widest, number, peaks = max(layers, key=lambda item: (item[0], -item[2]))
+    entropy = widest.heads("head_entropy")[number]
+    sharp, flat = peaks.index(max(peaks)), peaks.index(min(peaks))
+    text = (f"**Heads.** The heads of one layer differ most in layer {number + 1} of "
+            f"{widest.label}: head {sharp + 1} puts {peaks[sharp]:.2f} of its weight on one "
+            f"source piece (entropy {entropy[sharp]:.2f} nats), head {flat + 1} "
+            f"{peaks[flat]:.2f} (entropy {entropy[flat]:.2f} nats). ")
     if gap > HEAD_SPREAD:
-        return text + (f"Within layer {widest + 1} the heads' peak weights lie {gap:.2f} apart: "
-                       "some heads align while others spread their attention.")
-    return text + (f"Within every layer the heads' peak weights lie at most {gap:.2f} apart "
-                   f"(the study calls more than {HEAD_SPREAD} a difference): the heads of a "
-                   "layer attend alike.")
-
-
-def _average(tables: Sequence[list[list[float]]]) -> list[list[float]]:
-    return [[sum(t[layer][head] for t in tables) / len(tables)
-             for head in range(len(tables[0][layer]))] for layer in range(len(tables[0]))]
+        return text + (f"A gap of {gap:.2f} in peak weight: some heads align while others "
+                       "spread their attention.")
+    return text + (f"In every soft setting and layer the heads' peak weights lie at most "
+                   f"{gap:.2f} apart (the study calls more than {HEAD_SPREAD} a difference): "
+                   "the heads of a layer attend alike.")
 
 
 def _long_budget(rows: Sequence[RunRow], settings: Sequence[SettingRow]) -> str:

@@ -349,8 +349,9 @@ def _column_notes() -> list[str]:
         "target tokens (no padding) per second over all epochs (the first includes tracing "
         "the training step); *entropy* and *max weight* are the mean entropy of the "
         "attention distribution and the mean weight on the most-attended source piece, over "
-        "every produced target piece of the test translations (hard attention is one-hot at "
-        "inference: 0 and 1 by construction). The Transformer's test translation also "
+        "every produced target piece of the test translations (for a Transformer: of its "
+        "alignment layer's average over heads; hard attention is one-hot at inference, so "
+        "an RNN's shows 0 and 1 by construction). The Transformer's test translation also "
         "computes every head's attention, inside its timed decoding.",
     ]
 
