@@ -112,7 +112,7 @@ def plot_curves(rows: Sequence[RunRow], path: Path, budget: float) -> Path:
         for row in (r for r in rows if r.architecture == arch):
             label = f"{row.score} {row.mode}" + (f" x{row.factor:g}" if row.long else "")
             axes.plot([wall / 60.0 for wall, _ in row.curve], [b for _, b in row.curve],
-                      linestyle="-" if row.mode == "soft" else "--",
+                      marker="o", markersize=2.5, linestyle="-" if row.mode == "soft" else "--",
                       linewidth=2.0 if row.long else 0.9, color=colours[row.score],
                       label=None if label in labelled else label)
             labelled.add(label)

@@ -269,7 +269,7 @@ def test_runs_table_has_every_runs_speed_and_the_long_table_its_baseline(tiny_st
     (long,) = table_with(tiny_study.document, "test BLEU change")
     name = long["run"].strip("`")
     assert name == runs[-1]
-    members = [study_dir / f"{name.split('-s')[0]}-s{seed}" for seed in SEEDS]
+    members = [study_dir / f"{name.rsplit('-s', 1)[0]}-s{seed}" for seed in SEEDS]
     baseline = statistics.fmean(read_json(run / "result.json")["bleu"] for run in members)
     assert mean_and_range(long["one-budget test BLEU"])[0] == pytest.approx(baseline, abs=0.005)
     change = read_json(study_dir / name / "result.json")["bleu"] - baseline
@@ -586,6 +586,20 @@ def test_rerun_slow_moves_the_slow_run_aside_and_deletes_nothing(tmp_path, monke
     assert study_plan.set_aside(study_dir / "rnn-dot-hard-s1").name == \
         "rnn-dot-hard-s1.slow-2"
     assert moved.is_dir()
+
+
+def test_head_statistics_are_attention_statistics_per_layer_and_head():
+    rng = np.random.default_rng(0)
+    heads = [rng.dirichlet(np.ones(5), size=(2, 3, 4)), None,
+             rng.dirichlet(np.ones(7), size=(2, 3, 6))]  # [layers, heads, tt, ts]; one empty
+    stats = study.head_statistics(heads)
+    for layer in range(2):
+        for head in range(3):
+            rows = [row for h in heads if h is not None for row in h[layer, head]]
+            entropy = np.mean([-(row * np.log(row)).sum() for row in rows])
+            assert stats["head_entropy"][layer][head] == pytest.approx(entropy, rel=1e-4)
+            assert stats["head_max_weight"][layer][head] == pytest.approx(
+                np.mean([row.max() for row in rows]), rel=1e-5)
 
 
 # --------------------------------------------------------------------- discussion
