@@ -284,14 +284,16 @@ def plan_text(settings: StudySettings, study_dir: Path) -> str:
     """`--dry-run`: the planned runs, their budgets and the estimated total time."""
     runs = outline(settings, study_dir)
     todo = [run for run in runs if not run.done]
-    lines = [f"{'done' if run.done else 'todo'}  {run.minutes:5.1f} min  {run.name}"
+    lines = [f"{'done' if run.done else 'todo'}  {run.minutes:5g} min  {run.name}"
              for run in runs]
     minutes = sum(estimated_minutes(settings, run) for run in todo)
     sentences = settings.test_limit or "all"
-    lines.append(f"{len(runs)} runs ({len(runs) - len(todo)} finished); about {minutes / 60:.1f} "
-                 f"hours left ({minutes:.0f} minutes: training budgets plus evaluation on "
-                 f"{sentences} test sentences); placeholders <...> are decided by the "
-                 "finished runs (the additive lines at most)")
+    undecided = any("unless" in run.name for run in runs)
+    lines.append(f"{'up to ' if undecided else ''}{len(runs)} runs ({len(runs) - len(todo)} "
+                 f"finished); about {minutes / 60:.1f} hours left ({minutes:.0f} minutes: "
+                 f"training budgets, start-up and evaluation on {sentences} test sentences)")
+    if any("<" in run.name for run in runs):
+        lines[-1] += "; the runs in <...> will be chosen by the finished runs"
     return "\n".join(lines)
 
 
