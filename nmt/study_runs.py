@@ -106,10 +106,22 @@ class StudySettings:
         _check(self.test_limit is None or self.test_limit >= 1, "--test-limit", ">= 1",
                self.test_limit)
         if deep:
+            self._check_same_data()
             for arch in self.architectures:  # every score must fit the base model's sizes
                 for score in self.scores:
                     run_config(self, RunSpec(arch, score, "soft", self.seeds[0]), None)
         return self
+
+    def _check_same_data(self) -> None:
+        """Every architecture must read the same data into the same subwords: the runs
+        share one pair of tokenizers, and the comparison is on equal terms."""
+        first, *others = self.architectures
+        for arch in others:
+            if self.base_configs[arch]["data"] != self.base_configs[first]["data"]:
+                raise NmtError(f"{CONFIG_FLAGS[arch]} {self.config_files.get(arch)}: its data "
+                               f"section differs from {CONFIG_FLAGS[first]} "
+                               f"{self.config_files.get(first)}; the study compares the "
+                               "architectures on the same data and subwords")
 
     def comparable(self) -> dict[str, Any]:
         """The settings without where the data lives (which may move between machines)."""

@@ -382,6 +382,18 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, options, message):
     assert not (tmp_path / "d").exists()
 
 
+def test_architectures_must_share_the_data_section(tmp_path, capsys):
+    from nmt.config import Config
+
+    other = Config.load(REPO / "configs" / "attention-study-transformer.json")
+    other.data.src_vocab_size = 3000
+    path = other.save(tmp_path / "transformer.json")
+    assert study.main(["--study-dir", str(tmp_path / "s"), "--transformer-config",
+                       str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--transformer-config {path}: its data section differs from --config" in err
+
+
 def test_report_only_needs_a_study(tmp_path, capsys):
     assert study.main(["--report-only", "--study-dir", str(tmp_path)]) == 2
     assert "no study in" in capsys.readouterr().err
