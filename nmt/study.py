@@ -1,19 +1,23 @@
-"""The attention study: every scoring function, soft and hard, trained and compared.
+"""The attention study: every scoring function, soft and hard, in both architectures.
 
-    python -m nmt.study --data-dir path/to/multi30k                      # about an hour
-    python -m nmt.study --data-dir DIR --budget 20 --study-dir studies/attention-20min
-    python -m nmt.study --report-only                                     # document only
+    python -m nmt.study --data-dir path/to/multi30k               # about 3 hours on 2 cores
+    python -m nmt.study --dry-run                                 # the plan and its time
+    python -m nmt.study --data-dir DIR --budget 10 --study-dir studies/attention-10min
+    python -m nmt.study --report-only                             # document only
 
-One German-to-English Multi30k model is trained per score in `nmt.attention.SCORES` with
-soft attention, then hard attention with the `--hard-top` scores whose soft runs reached
-the best validation BLEU. Every run uses the same base config, seed and wall-clock
-budget; only the score and the attention mode differ. The study directory (its layout, the
-settings and the run specs: `nmt.study_runs`) holds study.json and one run directory per
-run, each with a result.json of the test_2016_flickr evaluation (beam 5), written last.
+One German-to-English Multi30k model is trained per architecture (RNN, Transformer), score
+in `nmt.attention.SCORES` and seed with soft attention; then hard attention with the
+`--hard-top` best soft scores of each architecture; then the `--long-top` best settings
+once more with `--long-factor` times the budget (`nmt.study_plan`). Every run of an
+architecture uses the same base config and wall-clock budget; only the score, the attention
+mode and the seed differ. The study directory (its layout, the settings and the run specs:
+`nmt.study_runs`) holds study.json and one run directory per run, each with a result.json
+of the test_2016_flickr evaluation (beam 5), written last.
 
 A run counts as finished when its result.json exists, so running the same command again
 after an interruption skips finished runs, evaluates runs that finished training, and
-resumes the interrupted training from its last checkpoint.
+resumes the interrupted training from its last checkpoint. `--rerun-slow` moves runs that
+trained markedly slower than their siblings aside and trains them again.
 
 The report (`docs/attention-study.md` and the PNGs in `docs/attention-study/`, drawn by
 `nmt.study_report`) is written from the runs' metrics.json and result.json files alone:
@@ -44,19 +48,28 @@ from nmt.files import atomic_write_text  # noqa: E402
 from nmt.locking import folder_lock  # noqa: E402
 from nmt.machine import machine_facts  # noqa: E402
 from nmt.rundir import BEST_WEIGHTS_FILE, TOKENIZER_FILES, checked_write  # noqa: E402
+from nmt.study_plan import (  # noqa: E402
+    estimated_minutes,
+    outline,
+    plan,
+    set_aside,
+    slow_run_names,
+)
 from nmt.study_report import write_report  # noqa: E402
 from nmt.study_runs import (  # noqa: E402
     DEFAULT_BUDGET,
-    DEFAULT_CONFIG,
+    DEFAULT_CONFIGS,
     DEFAULT_DOCS_DIR,
     DEFAULT_HARD_TOP,
+    DEFAULT_LONG_FACTOR,
+    DEFAULT_LONG_TOP,
+    DEFAULT_SEEDS,
     DEFAULT_STUDY_DIR,
+    DEFAULT_TEST_LIMIT,
     RESULT_FILE,
     RunSpec,
     StudySettings,
     finished,
-    load_base_config,
-    plan,
     read_study,
     resolve_settings,
     run_config,
@@ -110,7 +123,7 @@ def load_test_set(settings: StudySettings, data_dir: str | None) -> EvaluationSe
     """The (limited) test split and the heatmap sentences (indices into the full split)."""
     from nmt.data import load_split
 
-    d = settings.base_config["data"]
+    d = next(iter(settings.base_configs.values()))["data"]  # the same for every architecture
     sources, references = load_split(d["corpus"], settings.test_split, d["src"], d["tgt"],
                                      d["cache_dir"], data_dir or d["data_dir"], progress=False)
     bad = [i for i in settings.sentences if not 0 <= i < len(sources)]
@@ -127,7 +140,9 @@ def evaluate_run(settings: StudySettings, spec: RunSpec, run_dir: Path,
     """Translate the test set with the best weights; write and return result.json.
 
     The heatmap sentences are translated first, which also traces the beam search, so
-    that the timed translation of the test set measures decoding only.
+    that the timed translation of the test set measures decoding only. A Transformer's
+    test translation also returns every layer's and head's cross-attention (one extra
+    teacher-forced pass per batch, inside the timed translation) for `head_statistics`.
     """
     from nmt.evaluation import corpus_scores
     from nmt.translator import Translator
@@ -136,24 +151,51 @@ def evaluate_run(settings: StudySettings, spec: RunSpec, run_dir: Path,
     options = {"beam": settings.beam, "alpha": settings.length_penalty,
                "batch_size": settings.batch_size}
     examples = translator.translate([source for _, source, _ in test.examples], **options)
+    heads = translator.has_heads
     start = time.perf_counter()
-    translations = translator.translate(test.sources, **options)
+    translations = translator.translate(test.sources, heads=heads, **options)
     seconds = time.perf_counter() - start
     scores = corpus_scores([t.text for t in translations], test.references)
     entropy, max_weight, tokens = attention_statistics([t.attention for t in translations])
     result = {
-        "run": spec.name, "score": spec.score, "mode": spec.mode, "split": settings.test_split,
-        "sentences": len(test.sources), "beam": settings.beam,
+        "run": spec.name, "architecture": spec.architecture, "score": spec.score,
+        "mode": spec.mode, "seed": spec.seed, "budget_factor": spec.factor,
+        "split": settings.test_split, "sentences": len(test.sources), "beam": settings.beam,
         "length_penalty": settings.length_penalty, "weights": BEST_WEIGHTS_FILE,
         **scores, "attention_entropy": entropy, "max_attention_weight": max_weight,
-        "target_tokens": tokens, "decode_seconds": seconds,
+        "target_tokens": tokens, "decode_seconds": seconds, "decode_with_heads": heads,
         "sentences_per_second": len(test.sources) / max(seconds, 1e-9),
+        **(head_statistics([t.heads for t in translations]) if heads else {}),
         "examples": [_example(index, reference, t) for (index, _, reference), t
                      in zip(test.examples, examples, strict=True)],
         "machine": machine_facts(),
     }
     atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=1) + "\n")
     return result
+
+
+def head_statistics(heads: Sequence[np.ndarray | None]) -> dict[str, list[list[float]]]:
+    """`attention_statistics` per layer and head of a Transformer's cross-attention.
+
+    Args:
+        heads: per translation `Translation.heads`, [layers, heads, tt, ts] (None or
+            empty for an empty translation, skipped).
+
+    Returns:
+        {"head_entropy": [layers][heads] mean entropy in nats, "head_max_weight":
+        [layers][heads] mean largest weight}.
+    """
+    stacks = [np.asarray(h, np.float32) for h in heads if h is not None and np.size(h)]
+    if not stacks:
+        return {"head_entropy": [], "head_max_weight": []}
+    layers, count = stacks[0].shape[:2]
+    entropy = [[0.0] * count for _ in range(layers)]
+    peak = [[0.0] * count for _ in range(layers)]
+    for layer in range(layers):
+        for head in range(count):
+            entropy[layer][head], peak[layer][head], _ = attention_statistics(
+                [h[layer, head] for h in stacks])
+    return {"head_entropy": entropy, "head_max_weight": peak}
 
 
 def attention_statistics(matrices: Sequence[np.ndarray]) -> tuple[float, float, int]:
@@ -181,25 +223,28 @@ def _example(index: int, reference: str, translation: Translation) -> dict:
 
 
 def run_study(settings: StudySettings, study_dir: str | Path, data_dir: str | None = None,
-              progress: bool = True) -> list[RunSpec]:
+              progress: bool = True, rerun: bool = False) -> list[RunSpec]:
     """Train and evaluate every run that is not finished yet; returns the full plan.
 
-    The study directory is locked meanwhile (`nmt.locking`): a second study on it raises
-    BusyError naming the first."""
+    `rerun`: first move the runs flagged as slow aside (`rerun_slow`). The study directory
+    is locked meanwhile (`nmt.locking`): a second study on it raises BusyError naming the
+    first."""
     study_dir = Path(study_dir)
     if data_dir is not None and not Path(data_dir).is_dir():
         raise NmtError(f"--data-dir {data_dir}: no such directory")
     with folder_lock(study_dir, "study directory", "wait until that study ends, or give "
                      "another --study-dir"):
         write_study(study_dir, settings, data_dir)
+        if rerun:
+            rerun_slow(settings, study_dir)
         return _run_planned(settings, study_dir, data_dir, progress)
 
 
 def _run_planned(settings: StudySettings, study_dir: Path, data_dir: str | None,
                  progress: bool) -> list[RunSpec]:
-    """`run_study`'s loop, under the study directory's lock."""
+    """`run_study`'s loop, under the study directory's lock: the plan grows as its phases
+    finish (`nmt.study_plan.plan`), so it is asked again after every run."""
     test: EvaluationSet | None = None
-    total = len(settings.scores) + settings.hard_top
     done: list[RunSpec] = []
     while True:
         todo = [spec for spec in plan(settings, study_dir) if spec not in done]
@@ -208,34 +253,68 @@ def _run_planned(settings: StudySettings, study_dir: Path, data_dir: str | None,
         spec = todo[0]
         done.append(spec)
         run_dir = study_dir / spec.name
+        step = f"[{len(done)}/{len(outline(settings, study_dir))}] {spec.name}"
         if finished(run_dir):
-            logger.info("[%d/%d] %s: finished earlier, skipped", len(done), total, spec.name)
+            logger.info("%s: finished earlier, skipped", step)
             continue
         if not training_done(run_dir):
-            logger.info("[%d/%d] %s: training for %g minutes", len(done), total, spec.name,
-                        settings.budget)
+            logger.info("%s: training for %g minutes", step, settings.budget * spec.factor)
             share_tokenizers(study_dir, run_dir, done)
             train_run(settings, spec, run_dir, data_dir, progress)
         test = test or load_test_set(settings, data_dir)
-        logger.info("[%d/%d] %s: evaluating on %s (%d sentences, beam %d)", len(done), total,
-                    spec.name, settings.test_split, len(test.sources), settings.beam)
+        logger.info("%s: evaluating on %s (%d sentences, beam %d)", step,
+                    settings.test_split, len(test.sources), settings.beam)
         result = evaluate_run(settings, spec, run_dir, test)
-        logger.info("[%d/%d] %s: BLEU %.2f  chrF %.2f", len(done), total, spec.name,
-                    result["bleu"], result["chrf"])
+        logger.info("%s: BLEU %.2f  chrF %.2f", step, result["bleu"], result["chrf"])
         gc.collect()
+
+
+def rerun_slow(settings: StudySettings, study_dir: Path) -> list[Path]:
+    """Move every run flagged as slow aside (`<name>.slow-<n>`), so that the study trains
+    it again; returns the new paths. Call it under the study directory's lock."""
+    moved = []
+    for name, median in sorted(slow_run_names(settings, study_dir).items()):
+        moved.append(set_aside(study_dir / name))
+        logger.info("%s trained slower than its siblings (median %.0f tokens/s): moved to %s, "
+                    "training it again", name, median, moved[-1].name)
+    return moved
+
+
+def plan_text(settings: StudySettings, study_dir: Path) -> str:
+    """`--dry-run`: the planned runs, their budgets and the estimated total time."""
+    runs = outline(settings, study_dir)
+    todo = [run for run in runs if not run.done]
+    lines = [f"{'done' if run.done else 'todo'}  {run.minutes:5g} min  {run.name}"
+             for run in runs]
+    minutes = sum(estimated_minutes(settings, run) for run in todo)
+    sentences = settings.test_limit or "all"
+    undecided = any("unless" in run.name for run in runs)
+    lines.append(f"{'up to ' if undecided else ''}{len(runs)} runs ({len(runs) - len(todo)} "
+                 f"finished); about {minutes / 60:.1f} hours left ({minutes:.0f} minutes: "
+                 f"training budgets, start-up and evaluation on {sentences} test sentences)")
+    if any("<" in run.name for run in runs):
+        lines[-1] += "; the runs in <...> will be chosen by the finished runs"
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nmt.study",
-        description="Train one Multi30k model per attention score (soft, then hard for the "
-                    "best scores) with identical settings and budget, and write "
-                    "docs/attention-study.md. Running it again resumes the study.")
+        description="Train one Multi30k model per attention score and architecture (soft, "
+                    "then hard for the best scores, then a few longer runs) with identical "
+                    "settings, seeds and budget, and write docs/attention-study.md. Running it "
+                    "again resumes the study.")
     parser.add_argument("--data-dir", help="local Multi30k folder (default: download into the "
                         "config's cache_dir)")
-    parser.add_argument("--config", help=f"base config (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--config", help=f"RNN base config (default: {DEFAULT_CONFIGS['rnn']})")
+    parser.add_argument("--transformer-config", help="Transformer base config (default: "
+                        f"{DEFAULT_CONFIGS['transformer']})")
+    parser.add_argument("--architectures", nargs="+", choices=list(DEFAULT_CONFIGS),
+                        help="architectures to study (default: both)")
     parser.add_argument("--budget", type=float,
                         help=f"minutes of wall time per run (default: {DEFAULT_BUDGET:g})")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="one run per seed "
+                        f"and setting (default: {' '.join(map(str, DEFAULT_SEEDS))})")
     parser.add_argument("--study-dir", default=DEFAULT_STUDY_DIR,
                         help="the study's runs and study.json (default: %(default)s)")
     parser.add_argument("--docs-dir", default=DEFAULT_DOCS_DIR,
@@ -244,9 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scores", nargs="+", metavar="SCORE",
                         help="soft-attention scores to train (default: all of SCORES)")
     parser.add_argument("--hard-top", type=int, help="hard-attention runs for the N best "
-                        f"soft scores (default: {DEFAULT_HARD_TOP})")
-    parser.add_argument("--test-limit", type=int,
-                        help="evaluate on the first N test sentences only (default: all)")
+                        f"soft scores of each architecture (default: {DEFAULT_HARD_TOP})")
+    parser.add_argument("--long-top", type=int, help="train the N best settings overall once "
+                        "more with --long-factor times the budget, plus additive-soft of each "
+                        f"architecture; 0 = no longer runs (default: {DEFAULT_LONG_TOP})")
+    parser.add_argument("--long-factor", type=float, help="budget multiple of the longer runs "
+                        f"(default: {DEFAULT_LONG_FACTOR:g})")
+    parser.add_argument("--test-limit", type=int, help="evaluate on the first N test "
+                        f"sentences only (default: {DEFAULT_TEST_LIMIT})")
+    parser.add_argument("--rerun-slow", action="store_true", help="move runs that trained "
+                        "slower than their siblings aside (<run>.slow-<n>) and train them again")
+    parser.add_argument("--dry-run", "--plan", action="store_true", help="print the planned "
+                        "runs and the estimated time, train nothing")
     parser.add_argument("--report-only", action="store_true",
                         help="only regenerate the document from the finished runs")
     parser.add_argument("--quiet", action="store_true", help="no training progress bars")
@@ -255,9 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def requested_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The StudySettings values given on the command line (None = not given)."""
-    return {"base_config": load_base_config(args.config) if args.config else None,
-            "config_file": args.config, "budget": args.budget, "scores": args.scores,
-            "hard_top": args.hard_top, "test_limit": args.test_limit}
+    return {"config_files": {"rnn": args.config, "transformer": args.transformer_config},
+            "architectures": args.architectures, "budget": args.budget, "scores": args.scores,
+            "hard_top": args.hard_top, "seeds": args.seeds, "long_top": args.long_top,
+            "long_factor": args.long_factor, "test_limit": args.test_limit}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,15 +355,17 @@ def main(argv: list[str] | None = None) -> int:
     study_dir = Path(args.study_dir)
     try:
         saved = read_study(study_dir)
-        if args.report_only:
-            if saved is None:
-                raise NmtError(f"--report-only: no study in {study_dir}; run it first")
-            resolve_settings(requested_settings(args), saved[0], study_dir)
-        else:
-            settings = resolve_settings(requested_settings(args),
-                                        saved[0] if saved else None, study_dir)
+        if args.report_only and saved is None:
+            raise NmtError(f"--report-only: no study in {study_dir}; run it first")
+        settings = resolve_settings(requested_settings(args), saved[0] if saved else None,
+                                    study_dir, deep=not (args.dry_run or args.report_only))
+        if args.dry_run:
+            print(plan_text(settings, study_dir))
+            return 0
+        if not args.report_only:
             data_dir = args.data_dir or (saved[1] if saved else None)
-            run_study(settings, study_dir, data_dir, progress=not args.quiet)
+            run_study(settings, study_dir, data_dir, progress=not args.quiet,
+                      rerun=args.rerun_slow)
         write_report(study_dir, args.docs_dir)
     except NmtError as error:
         print(f"error: {error}", file=sys.stderr)

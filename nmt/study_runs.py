@@ -3,11 +3,14 @@
 Both halves of the study use this module: `nmt.study` trains and evaluates the runs,
 `nmt.study_report` writes the document from what they left. A study directory holds
 
-    study.json           the settings; a resumed study must use the same ones
-    <score>-<mode>/      a run directory (`nmt.rundir`) of `nmt.training.train`, plus
-        result.json      test evaluation (beam 5); written last, atomically
+    study.json                       the settings; a resumed study must use the same ones
+    <arch>-<score>-<mode>-s<seed>/   a run directory (`nmt.rundir`) of `nmt.training.train`,
+        result.json                  plus its test evaluation (beam 5), written last
+    <...>-x<factor>/                 a longer-budget run (`--long-factor` times the budget)
+    <run>.slow-<n>/                  a run set aside by `--rerun-slow` (never deleted)
 
-A run counts as finished when its result.json exists. Pure Python: no TensorFlow.
+A run counts as finished when its result.json exists. Pure Python: no TensorFlow (unless
+`StudySettings.validate(deep=True)` builds every run's `Config`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from nmt.config import Config
+from nmt.config import ARCHITECTURES, Config
 from nmt.errors import NmtError
 from nmt.files import atomic_write_text
 from nmt.rundir import METRICS_FILE
@@ -27,21 +30,32 @@ from nmt.rundir import METRICS_FILE
 STUDY_FILE = "study.json"
 RESULT_FILE = "result.json"
 
-DEFAULT_CONFIG = "configs/attention-study.json"  # the released recipe at half width
+# One base config per architecture: the released recipes at half width (RNN) and at
+# 2 layers of 128 features (Transformer).
+DEFAULT_CONFIGS = {"rnn": "configs/attention-study.json",
+                   "transformer": "configs/attention-study-transformer.json"}
+CONFIG_FLAGS = {"rnn": "--config", "transformer": "--transformer-config"}
 DEFAULT_STUDY_DIR = "studies/attention"
 DEFAULT_DOCS_DIR = "docs"
-DEFAULT_BUDGET = 7.0  # minutes per run: 7 runs x (7 + ~1 minute of evaluation) ~ 1 hour
+# Minutes per run: 2 architectures x 5 scores x 2 seeds soft + 2 x 2 x 2 hard = 28 runs, and
+# up to 5 longer runs of 3 budgets: ~43 budgets of 3.5 minutes plus evaluation ~ 3 hours.
+DEFAULT_BUDGET = 3.5
 DEFAULT_HARD_TOP = 2
+DEFAULT_SEEDS = (1234, 2345)
+DEFAULT_LONG_TOP = 3
+DEFAULT_LONG_FACTOR = 3.0
+DEFAULT_TEST_LIMIT = 500  # Transformer beam-5 decoding of all 1,000 takes 60-100 s here
+LONG_BASELINE_SCORE = "additive"  # every architecture's additive-soft run is also run long
 STUDY_EPOCHS = 1000  # the wall-clock budget, not the epoch count, ends every run
 TEST_SPLIT = "test_2016_flickr"
 # Test sentences whose heatmaps are drawn: 12, 10 and 13 words, the last two with a
 # verb-final German clause, so that alignments have to leave the diagonal.
 HEATMAP_SENTENCES = (9, 24, 45)
 
-
 SETTINGS_HELP = {
-    "base_config": "--config", "budget": "--budget", "scores": "--scores",
-    "hard_top": "--hard-top", "test_limit": "--test-limit",
+    "base_configs": "--config/--transformer-config", "architectures": "--architectures",
+    "budget": "--budget", "scores": "--scores", "hard_top": "--hard-top", "seeds": "--seeds",
+    "long_top": "--long-top", "long_factor": "--long-factor", "test_limit": "--test-limit",
 }
 
 
@@ -50,12 +64,15 @@ SETTINGS_HELP = {
 class StudySettings:
     """Everything that makes runs comparable; saved in study.json, fixed for a study."""
 
-    base_config: dict[str, Any]  # Config.to_dict() of the base config, before the overrides
+    base_configs: dict[str, dict[str, Any]]  # architecture -> Config.to_dict() of its base
     budget: float  # minutes of wall time per run (training plus per-epoch validation)
     scores: list[str]
-    hard_top: int
-    test_limit: int | None = None
-    config_file: str = DEFAULT_CONFIG  # where base_config came from (for the document)
+    hard_top: int  # hard-attention runs for this many best soft scores of each architecture
+    seeds: list[int]
+    long_top: int = DEFAULT_LONG_TOP  # best settings overall trained again, longer
+    long_factor: float = DEFAULT_LONG_FACTOR  # ... with this many times the budget
+    test_limit: int | None = DEFAULT_TEST_LIMIT
+    config_files: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CONFIGS))
     sentences: list[int] = field(default_factory=lambda: list(HEATMAP_SENTENCES))
     test_split: str = TEST_SPLIT
     beam: int = 5
@@ -63,62 +80,113 @@ class StudySettings:
     batch_size: int = 64
     epochs: int = STUDY_EPOCHS  # so large that the budget ends every run
 
-    def validate(self) -> StudySettings:
-        """Raise NmtError for settings no study can run with; return self."""
-        from nmt.attention import SCORES
+    @property
+    def architectures(self) -> list[str]:
+        return list(self.base_configs)
 
-        unknown = [s for s in self.scores if s not in SCORES]
+    def validate(self, deep: bool = True) -> StudySettings:
+        """Raise NmtError for settings no study can run with; return self.
+
+        `deep` also builds every soft run's `Config` (which imports TensorFlow)."""
+        from nmt.cli.train import score_names  # the registry's names, without TensorFlow
+
+        names = score_names()
+        unknown = [s for s in self.scores if s not in names]
         if unknown:
-            raise NmtError(f"unknown attention score {unknown[0]!r}; expected some of "
-                           f"{list(SCORES)}")
-        if not self.scores or len(set(self.scores)) != len(self.scores):
-            raise NmtError(f"--scores: expected distinct score names, received {self.scores}")
-        if not 0 <= self.hard_top <= len(self.scores):
-            raise NmtError(f"--hard-top: expected 0..{len(self.scores)} (the number of "
-                           f"scores), received {self.hard_top}")
-        if self.budget <= 0:
-            raise NmtError(f"--budget: expected > 0 minutes, received {self.budget}")
-        if self.test_limit is not None and self.test_limit < 1:
-            raise NmtError(f"--test-limit: expected >= 1, received {self.test_limit}")
-        for spec in self.soft_runs():  # every score must fit the base model's sizes
-            run_config(self, spec, None)
+            raise NmtError(f"unknown attention score {unknown[0]!r}; expected some of {names}")
+        for option, values in (("--scores", self.scores), ("--seeds", self.seeds),
+                               ("--architectures", self.architectures)):
+            if not values or len(set(values)) != len(values):
+                raise NmtError(f"{option}: expected distinct values, received {values}")
+        _check(0 <= self.hard_top <= len(self.scores), "--hard-top",
+               f"0..{len(self.scores)} (the number of scores)", self.hard_top)
+        _check(self.budget > 0, "--budget", "> 0 minutes", self.budget)
+        _check(self.long_top >= 0, "--long-top", ">= 0", self.long_top)
+        _check(self.long_factor > 1, "--long-factor", "> 1", self.long_factor)
+        _check(self.test_limit is None or self.test_limit >= 1, "--test-limit", ">= 1",
+               self.test_limit)
+        if deep:
+            self._check_same_data()
+            for arch in self.architectures:  # every score must fit the base model's sizes
+                for score in self.scores:
+                    run_config(self, RunSpec(arch, score, "soft", self.seeds[0]), None)
         return self
 
-    def soft_runs(self) -> list[RunSpec]:
-        return [RunSpec(score, "soft") for score in self.scores]
+    def _check_same_data(self) -> None:
+        """Every architecture must read the same data into the same subwords: the runs
+        share one pair of tokenizers, and the comparison is on equal terms."""
+        first, *others = self.architectures
+        for arch in others:
+            if self.base_configs[arch]["data"] != self.base_configs[first]["data"]:
+                raise NmtError(f"{CONFIG_FLAGS[arch]} {self.config_files.get(arch)}: its data "
+                               f"section differs from {CONFIG_FLAGS[first]} "
+                               f"{self.config_files.get(first)}; the study compares the "
+                               "architectures on the same data and subwords")
 
     def comparable(self) -> dict[str, Any]:
         """The settings without where the data lives (which may move between machines)."""
         values = asdict(self)
-        values.pop("config_file")
-        values["base_config"] = copy.deepcopy(values["base_config"])
-        for key in ("data_dir", "cache_dir"):
-            values["base_config"].get("data", {}).pop(key, None)
+        values.pop("config_files")
+        values["base_configs"] = copy.deepcopy(values["base_configs"])
+        for base in values["base_configs"].values():
+            for key in ("data_dir", "cache_dir"):
+                base.get("data", {}).pop(key, None)
         return values
+
+
+def _check(condition: bool, option: str, expected: str, received: Any) -> None:
+    if not condition:
+        raise NmtError(f"{option}: expected {expected}, received {received}")
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the study: a score and an attention mode."""
+    """One run of the study: architecture, score, attention mode, seed and budget factor."""
 
+    architecture: str
     score: str
     mode: str
+    seed: int
+    factor: float = 1.0  # times the study's budget (> 1: a longer-budget run)
 
     @property
     def name(self) -> str:
-        return f"{self.score}-{self.mode}"
+        suffix = f"-x{self.factor:g}" if self.long else ""
+        return f"{self.architecture}-{self.score}-{self.mode}-s{self.seed}{suffix}"
+
+    @property
+    def setting(self) -> tuple[str, str, str]:
+        """(architecture, score, mode): what the runs of other seeds share."""
+        return self.architecture, self.score, self.mode
+
+    @property
+    def long(self) -> bool:
+        return self.factor != 1.0
 
 
-def load_base_config(path: str | Path) -> dict[str, Any]:
-    """The base config file as a complete, validated `Config.to_dict()`."""
-    return Config.load(path).to_dict()
+def load_base_config(path: str | Path, architecture: str, validate: bool = True
+                     ) -> dict[str, Any]:
+    """A base config file as a complete `Config.to_dict()` (validated, which imports
+    TensorFlow), or as its raw JSON (`validate=False`, for `--dry-run`)."""
+    flag = CONFIG_FLAGS[architecture]
+    if not Path(path).is_file():
+        raise NmtError(f"config file not found: {path}; run from the repository root or pass "
+                       f"{flag} FILE")
+    values = Config.load(path).to_dict() if validate else read_json(Path(path))
+    found = values.get("model", {}).get("architecture", "rnn")
+    if found != architecture:
+        raise NmtError(f"{flag} {path}: expected a config with model.architecture "
+                       f"{architecture!r}, received {found!r}")
+    return values
 
 
 def run_config(settings: StudySettings, spec: RunSpec, data_dir: str | None) -> Config:
-    """The `Config` of one run: the base config with score, mode, budget and epochs set."""
-    values = copy.deepcopy(settings.base_config)
+    """The `Config` of one run: its architecture's base config with score, mode, seed,
+    budget and epochs set."""
+    values = copy.deepcopy(settings.base_configs[spec.architecture])
     values["model"].update(score=spec.score, attention_mode=spec.mode)
-    values["train"].update(time_budget=settings.budget, epochs=settings.epochs)
+    values["train"].update(time_budget=settings.budget * spec.factor, epochs=settings.epochs,
+                           seed=spec.seed)
     if data_dir is not None:
         values["data"]["data_dir"] = str(data_dir)
     try:
@@ -132,11 +200,15 @@ def read_study(study_dir: Path) -> tuple[StudySettings, str | None] | None:
     path = study_dir / STUDY_FILE
     if not path.exists():
         return None
+    values = read_json(path)
+    saved = values.get("settings") if isinstance(values, dict) else None
+    if isinstance(saved, dict) and "base_config" in saved and "base_configs" not in saved:
+        raise NmtError(f"{path} was written by the first edition of the attention study (one "
+                       "seed, RNN only); give a new --study-dir to start a second-edition study")
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
         names = {f.name for f in fields(StudySettings)}
-        settings = StudySettings(**{k: v for k, v in values["settings"].items() if k in names})
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        settings = StudySettings(**{k: v for k, v in saved.items() if k in names})
+    except (AttributeError, TypeError) as error:
         raise NmtError(f"{path} is not a study file ({error}); delete the folder to start "
                        "a new study") from error
     return settings, values.get("data_dir")
@@ -154,29 +226,37 @@ def write_study(study_dir: Path, settings: StudySettings, data_dir: str | None) 
 
 
 def resolve_settings(requested: dict[str, Any], saved: StudySettings | None,
-                     study_dir: Path) -> StudySettings:
+                     study_dir: Path, deep: bool = True) -> StudySettings:
     """The settings of a new study (defaults + `requested`), or those of the saved study.
 
-    `requested` maps StudySettings field names to values given on the command line
-    (None = not given). A resumed study takes its saved settings; a given value that
-    differs from them raises NmtError saying how to resume or start a new study.
+    `requested` maps StudySettings field names to values given on the command line (None =
+    not given); "config_files" maps architectures to given files. A resumed study takes its
+    saved settings; a given value that differs from them raises NmtError saying how to
+    resume or start a new study. `deep`: validate the configs (imports TensorFlow).
     """
-    given = {key: value for key, value in requested.items() if value is not None}
+    given = {key: value for key, value in requested.items()
+             if value is not None and key != "config_files"}
+    files = {arch: path for arch, path in (requested.get("config_files") or {}).items() if path}
     if saved is None:
-        values = {"base_config": None, "budget": DEFAULT_BUDGET, "hard_top": DEFAULT_HARD_TOP,
-                  "scores": None, "config_file": DEFAULT_CONFIG, **given}
-        if values["base_config"] is None:
-            if not Path(values["config_file"]).is_file():
-                raise NmtError(f"base config {values['config_file']} not found: run from the "
-                               "repository root or pass --config FILE")
-            values["base_config"] = load_base_config(values["config_file"])
-        if values["scores"] is None:
-            from nmt.attention import SCORES
+        architectures = given.pop("architectures", None) or list(ARCHITECTURES)
+        config_files = {arch: files.get(arch, DEFAULT_CONFIGS[arch]) for arch in architectures}
+        bases = {arch: load_base_config(config_files[arch], arch, deep)
+                 for arch in architectures}
+        if "scores" not in given:
+            from nmt.cli.train import score_names
 
-            values["scores"] = list(SCORES)
-        return StudySettings(**values).validate()
-    candidate = StudySettings(**{**asdict(saved), **given}).comparable()
-    reference = saved.comparable()
+            given["scores"] = score_names()
+        values = {"budget": DEFAULT_BUDGET, "hard_top": DEFAULT_HARD_TOP,
+                  "seeds": list(DEFAULT_SEEDS), **given}
+        return StudySettings(base_configs=bases, config_files=config_files,
+                             **values).validate(deep)
+    candidate_values = {**asdict(saved), **given}
+    candidate_values.pop("architectures", None)
+    bases = dict(saved.base_configs)
+    bases.update({arch: load_base_config(path, arch, deep) for arch, path in files.items()})
+    candidate = StudySettings(**{**candidate_values, "base_configs": bases}).comparable()
+    candidate["architectures"] = given.get("architectures", saved.architectures)
+    reference = {**saved.comparable(), "architectures": saved.architectures}
     changed = [key for key in reference if candidate[key] != reference[key]]
     if changed:
         details = "; ".join(f"{SETTINGS_HELP.get(key, key)}: study has "
@@ -189,7 +269,7 @@ def resolve_settings(requested: dict[str, Any], saved: StudySettings | None,
 
 
 def _short(value: Any) -> str:
-    return "a different base config" if isinstance(value, dict) else repr(value)
+    return "different base configs" if isinstance(value, dict) else repr(value)
 
 
 # ------------------------------------------------------------------------------- runs
@@ -198,7 +278,7 @@ def finished(run_dir: Path) -> bool:
     return (run_dir / RESULT_FILE).is_file()
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path) -> Any:
     """A JSON file of the study, or NmtError naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -212,22 +292,7 @@ def training_done(run_dir: Path) -> bool:
     return path.is_file() and "stopped_by" in read_json(path)
 
 
-def hard_scores(settings: StudySettings, study_dir: Path) -> list[str]:
-    """The `hard_top` scores with the best validation BLEU of their soft runs (ties: name)."""
-    ranked = sorted(settings.scores, key=lambda score: (
-        -_best_bleu(study_dir / RunSpec(score, "soft").name), score))
-    return ranked[:settings.hard_top]
-
-
-def _best_bleu(run_dir: Path) -> float:
+def best_bleu(run_dir: Path) -> float:
+    """The best validation BLEU in a run's metrics.json (-inf when there is none)."""
     best = read_json(run_dir / METRICS_FILE).get("best") or {}
     return float(best.get("val_bleu", float("-inf")))
-
-
-def plan(settings: StudySettings, study_dir: Path) -> list[RunSpec]:
-    """All runs: soft ones, then hard ones once every soft run is finished."""
-    soft = settings.soft_runs()
-    if not all(finished(study_dir / spec.name) for spec in soft):
-        return soft
-    return soft + [RunSpec(score, "hard") for score in hard_scores(settings, study_dir)]
-

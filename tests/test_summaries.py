@@ -56,6 +56,17 @@ def test_hparams_are_flat_scalars():
     assert all(isinstance(v, bool | int | float | str) for v in flat.values())
 
 
+def test_hparams_name_what_the_attention_study_varies():
+    """TensorBoard's HParams view tells the study's runs apart by these four values."""
+    config = Config.from_dict({"model": {"architecture": "transformer", "score": "dot",
+                                         "attention_mode": "hard", "layers": 2,
+                                         "model_dim": 32, "heads": 2},
+                               "train": {"seed": 2345}})
+    flat = flat_hparams(config)
+    assert (flat["model.architecture"], flat["model.score"], flat["model.attention_mode"],
+            flat["train.seed"]) == ("transformer", "dot", "hard", 2345)
+
+
 def test_translations_table_escapes_pipes():
     weights = np.ones((1, 1))
     sample = Translation("a | b", "c", ["▁a"], ["▁c"], weights, 0.0, 0.0)
