@@ -144,6 +144,7 @@ def evaluate_run(settings: StudySettings, spec: RunSpec, run_dir: Path,
     test translation also returns every layer's and head's cross-attention (one extra
     teacher-forced pass per batch, inside the timed translation) for `head_statistics`.
     """
+    from nmt.attention import weight_statistics
     from nmt.evaluation import corpus_scores
     from nmt.translator import Translator
 
@@ -156,7 +157,7 @@ def evaluate_run(settings: StudySettings, spec: RunSpec, run_dir: Path,
     translations = translator.translate(test.sources, heads=heads, **options)
     seconds = time.perf_counter() - start
     scores = corpus_scores([t.text for t in translations], test.references)
-    entropy, max_weight, tokens = attention_statistics([t.attention for t in translations])
+    entropy, max_weight, tokens = weight_statistics([t.attention for t in translations])
     result = {
         "run": spec.name, "architecture": spec.architecture, "score": spec.score,
         "mode": spec.mode, "seed": spec.seed, "budget_factor": spec.factor,
@@ -175,7 +176,7 @@ def evaluate_run(settings: StudySettings, spec: RunSpec, run_dir: Path,
 
 
 def head_statistics(heads: Sequence[np.ndarray | None]) -> dict[str, list[list[float]]]:
-    """`attention_statistics` per layer and head of a Transformer's cross-attention.
+    """`nmt.attention.weight_statistics` per layer and head of a Transformer's cross-attention.
 
     Args:
         heads: per translation `Translation.heads`, [layers, heads, tt, ts] (None or
@@ -185,6 +186,8 @@ def head_statistics(heads: Sequence[np.ndarray | None]) -> dict[str, list[list[f
         {"head_entropy": [layers][heads] mean entropy in nats, "head_max_weight":
         [layers][heads] mean largest weight}.
     """
+    from nmt.attention import weight_statistics
+
     stacks = [np.asarray(h, np.float32) for h in heads if h is not None and np.size(h)]
     if not stacks:
         return {"head_entropy": [], "head_max_weight": []}
@@ -193,24 +196,9 @@ def head_statistics(heads: Sequence[np.ndarray | None]) -> dict[str, list[list[f
     peak = [[0.0] * count for _ in range(layers)]
     for layer in range(layers):
         for head in range(count):
-            entropy[layer][head], peak[layer][head], _ = attention_statistics(
+            entropy[layer][head], peak[layer][head], _ = weight_statistics(
                 [h[layer, head] for h in stacks])
     return {"head_entropy": entropy, "head_max_weight": peak}
-
-
-def attention_statistics(matrices: Sequence[np.ndarray]) -> tuple[float, float, int]:
-    """Mean entropy (nats) and mean largest weight of the attention rows of all target
-    tokens (EOS included), and the number of rows; empty translations are skipped."""
-    import tensorflow as tf
-
-    from nmt.attention import attention_entropy
-
-    rows = [np.asarray(m, np.float32) for m in matrices if np.size(m)]
-    if not rows:
-        return float("nan"), float("nan"), 0
-    entropies = np.concatenate([attention_entropy(tf.constant(m)).numpy() for m in rows])
-    maxima = np.concatenate([m.max(axis=1) for m in rows])
-    return float(entropies.mean()), float(maxima.mean()), int(maxima.size)
 
 
 def _example(index: int, reference: str, translation: Translation) -> dict:
