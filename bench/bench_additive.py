@@ -191,13 +191,16 @@ def main(argv: list[str] | None = None) -> int:
             "tokens_per_second", "learning_rate")} for record in metrics["epochs"]]
         with additive_initialisation(VARIANTS[name].get("init")):
             results[name] = {"epochs": epochs, **saturation(run_dir, args.data_dir)}
+        after = results[name]
         for record in epochs:
+            last = record is epochs[-1] and "saturated" in after
             rows.append([name, record["epoch"], record["val_bleu"],
                          record["val_attention_entropy"], record["val_attention_max"],
-                         record["loss"]])
+                         record["loss"], after["preactivation_rms"] if last else "",
+                         f"{100 * after['saturated']:.0f} %" if last else ""])
         print(name, json.dumps(results[name]), flush=True)
     headers = ["variant", "epoch", "val BLEU (greedy)", "attention entropy (nats)",
-               "max weight", "train loss"]
+               "max weight", "train loss", "tanh input RMS", "tanh units beyond 0.99"]
     write_results("bench_additive", {"epochs": args.epochs, "seed": args.seed,
                                      "variants": results}, headers, rows, RESULTS)
     return 0
