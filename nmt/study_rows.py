@@ -12,12 +12,12 @@ from pathlib import Path
 
 from nmt.errors import NmtError
 from nmt.rundir import METRICS_FILE
-from nmt.study_runs import RESULT_FILE, read_json
+from nmt.study_runs import RESULT_FILE, SettingOf, read_json
 from nmt.study_stats import Spread, spread, training_speed
 
 
 @dataclass
-class RunRow:
+class RunRow(SettingOf):
     """The figures of one finished run, as the report shows them."""
 
     name: str
@@ -41,14 +41,6 @@ class RunRow:
     epoch_speeds: list[float] = field(default_factory=list)  # tokens/s of the full epochs
     head_entropy: list[list[float]] = field(default_factory=list)  # [layers][heads]
     head_max_weight: list[list[float]] = field(default_factory=list)  # [layers][heads]
-
-    @property
-    def setting(self) -> tuple[str, str, str]:
-        return self.architecture, self.score, self.mode
-
-    @property
-    def long(self) -> bool:
-        return self.factor != 1.0
 
 
 def run_row(run_dir: Path) -> RunRow:

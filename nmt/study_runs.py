@@ -139,8 +139,22 @@ def _check(condition: bool, option: str, expected: str, received: Any) -> None:
         raise NmtError(f"{option}: expected {expected}, received {received}")
 
 
+class SettingOf:
+    """For a run's description with `architecture`, `score`, `mode` and `factor` fields."""
+
+    @property
+    def setting(self) -> tuple[str, str, str]:
+        """(architecture, score, mode): what the runs of other seeds share."""
+        return self.architecture, self.score, self.mode
+
+    @property
+    def long(self) -> bool:
+        """A longer-budget run (`factor` times the study's budget)."""
+        return self.factor != 1.0
+
+
 @dataclass(frozen=True)
-class RunSpec:
+class RunSpec(SettingOf):
     """One run of the study: architecture, score, attention mode, seed and budget factor."""
 
     architecture: str
@@ -154,14 +168,6 @@ class RunSpec:
         suffix = f"-x{self.factor:g}" if self.long else ""
         return f"{self.architecture}-{self.score}-{self.mode}-s{self.seed}{suffix}"
 
-    @property
-    def setting(self) -> tuple[str, str, str]:
-        """(architecture, score, mode): what the runs of other seeds share."""
-        return self.architecture, self.score, self.mode
-
-    @property
-    def long(self) -> bool:
-        return self.factor != 1.0
 
 
 def load_base_config(path: str | Path, architecture: str, validate: bool = True
