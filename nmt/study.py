@@ -47,6 +47,7 @@ from nmt.errors import NmtError  # noqa: E402
 from nmt.files import atomic_write_text  # noqa: E402
 from nmt.locking import folder_lock  # noqa: E402
 from nmt.machine import machine_facts  # noqa: E402
+from nmt.quiet import load_tensorflow  # noqa: E402
 from nmt.rundir import BEST_WEIGHTS_FILE, TOKENIZER_FILES, checked_write  # noqa: E402
 from nmt.study_plan import (  # noqa: E402
     estimated_minutes,
@@ -326,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-only", action="store_true",
                         help="only regenerate the document from the finished runs")
     parser.add_argument("--quiet", action="store_true", help="no training progress bars")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up messages")
     return parser
 
 
@@ -352,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.report_only:
             data_dir = args.data_dir or (saved[1] if saved else None)
+            load_tensorflow(verbose=args.verbose)
             run_study(settings, study_dir, data_dir, progress=not args.quiet,
                       rerun=args.rerun_slow)
         write_report(study_dir, args.docs_dir)

@@ -319,6 +319,23 @@ def test_rerun_regenerates_the_same_document_without_training(tiny_study, monkey
     assert weight_times(tiny_study.study_dir) == weights
 
 
+def test_the_command_keeps_tensorflows_start_up_lines_off_the_terminal(tiny_study):
+    """`python -m nmt.study` evaluating a run again: its stderr holds the study's own lines,
+    none of TensorFlow's native start-up ones ("Could not find cuda drivers", ...)."""
+    run = tiny_study.study_dir / "rnn-dot-soft-s1"
+    before = read_json(run / "result.json")
+    (run / "result.json").unlink()
+    done = subprocess.run([sys.executable, "-m", "nmt.study", *tiny_study.args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "rnn-dot-soft-s1: evaluating on" in done.stderr
+    assert read_json(run / "result.json")["bleu"] == before["bleu"]
+    native = [line for line in done.stderr.splitlines()
+              if re.match(r"[IWE]\d{4} ", line) or "cuda" in line.lower()
+              or "oneDNN" in line or "absl" in line]
+    assert native == [], done.stderr
+
+
 def test_deleted_result_is_evaluated_again_without_training(tiny_study, monkeypatch):
     run = tiny_study.study_dir / "rnn-general-soft-s1"
     before = read_json(run / "result.json")
