@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import os
 import sys
@@ -96,7 +95,6 @@ def variant_config(name: str, epochs: int, data_dir: str, seed: int):
     from nmt.config import Config
 
     values = Config.load(REPO / "configs" / "attention-study.json").to_dict()
-    values = copy.deepcopy(values)
     for section in ("model", "train"):
         values[section].update(VARIANTS[name].get(section, {}))
     values["train"].update(epochs=epochs, time_budget=None, patience=epochs, seed=seed)
@@ -123,7 +121,7 @@ def saturation(run_dir: Path, data_dir: str, sentences: int = 256) -> dict:
     import tensorflow as tf
 
     from nmt.data import load_split
-    from nmt.tokenizer import BOS_ID, PAD_ID
+    from nmt.tokenizer import PAD_ID
     from nmt.translator import Translator
 
     translator = Translator.load(run_dir, weights="last.weights.h5")
@@ -132,20 +130,16 @@ def saturation(run_dir: Path, data_dir: str, sentences: int = 256) -> dict:
         return {}
     sources, targets = load_split("multi30k", "valid", "de", "en", "data", data_dir,
                                   progress=False)
-    source = _pad(translator.encode_sources(sources[:sentences])[0])
-    target = _pad([[BOS_ID, *translator.target_tokenizer.encode(t)]
-                   for t in targets[:sentences]])
+    source, target = translator.teacher_forcing_batch(sources[:sentences], targets[:sentences])
     memory, state = model.encode(source)
-    states = model.target_embedding(target)
-    for index, rnn in enumerate(model.decoder_rnns):
-        states, *_ = rnn(states, initial_state=model._layer_state(state, index))
+    states = model.decoder_states(target, state)
     scorer = model.attention.scorer
     query = tf.matmul(states, scorer.query_kernel)
     inputs = (query[:, :, None, :] + memory["keys"][:, None, :, :]).numpy()
     hidden = np.tanh(inputs)
     scores = np.einsum("bqsu,u->bqs", hidden, scorer.vector.numpy())
-    real = memory["mask"].numpy()[:, None, :] & (target.numpy() != PAD_ID)[:, :, None]
-    words = target.numpy() != PAD_ID
+    real = memory["mask"].numpy()[:, None, :] & (target != PAD_ID)[:, :, None]
+    words = target != PAD_ID
     return {"preactivation_rms": float(np.sqrt(np.mean(inputs[real] ** 2))),
             "query_rms": float(np.sqrt(np.mean(query.numpy()[words] ** 2))),
             "key_rms": float(np.sqrt(np.mean(memory["keys"].numpy()[memory["mask"].numpy()]
@@ -153,17 +147,6 @@ def saturation(run_dir: Path, data_dir: str, sentences: int = 256) -> dict:
             "saturated": float((np.abs(hidden) > 0.99)[real].mean()),
             "v_norm": float(np.linalg.norm(scorer.vector.numpy())),
             "score_spread": float(np.nanmean(_row_std(scores, real)))}
-
-
-def _pad(rows: list[list[int]]):
-    import tensorflow as tf
-
-    from nmt.tokenizer import PAD_ID
-
-    batch = np.full((len(rows), max(map(len, rows))), PAD_ID, np.int32)
-    for index, row in enumerate(rows):
-        batch[index, :len(row)] = row
-    return tf.constant(batch)
 
 
 def _row_std(scores: np.ndarray, real: np.ndarray) -> np.ndarray:

@@ -307,14 +307,13 @@ def weight_statistics(matrices: Sequence[np.ndarray]) -> tuple[float, float, int
 
     Returns (mean entropy in nats, mean largest weight, number of rows); NaN, NaN, 0 when
     there are no rows. Hard attention at inference gives 0 and 1."""
-    rows = [np.asarray(m, np.float64) for m in matrices if np.size(m)]
+    rows = [row for m in matrices if np.size(m) for row in np.asarray(m, np.float64)]
     if not rows:
         return float("nan"), float("nan"), 0
-    entropies = np.concatenate([
-        -np.sum(np.where(m > 0, m * np.log(np.where(m > 0, m, 1.0)), 0.0), axis=-1)
-        for m in rows])
-    maxima = np.concatenate([m.max(axis=-1) for m in rows])
-    return float(entropies.mean()), float(maxima.mean()), int(maxima.size)
+    # Zeros after a shorter row change neither its entropy (xlogy(0, 0) = 0) nor its maximum.
+    table = keras.utils.pad_sequences(rows, padding="post", dtype="float64", value=0.0)
+    entropies = attention_entropy(tf.constant(table)).numpy()
+    return float(entropies.mean()), float(table.max(axis=-1).mean()), len(rows)
 
 
 def _name_the_scores(text: str | None) -> str | None:

@@ -272,8 +272,10 @@ class Seq2Seq(TranslationModel):
             return self._decode_stepwise(target_in, state, memory, training)
         return self._decode_parallel(target_in, state, memory, training)
 
-    def _decode_parallel(self, target_in, state, memory, training):
-        """All target positions at once: GRUs over the sequence, one batched attention."""
+    def decoder_states(self, target_in, state: State, training=False) -> tf.Tensor:
+        """The top decoder layer's states for a teacher-forced batch, without input feeding:
+        target ids after BOS [batch, tt] and `encode`'s state -> [batch, tt, decoder_units],
+        the queries of the attention."""
         states = self.drop_words(self.target_embedding(target_in), training=training)
         states = self.dropout(states, training=training)
         for index, rnn in enumerate(self.decoder_rnns):
@@ -281,6 +283,11 @@ class Seq2Seq(TranslationModel):
                              training=training)
             if index + 1 < len(self.decoder_rnns):
                 states = self.dropout(states, training=training)
+        return states
+
+    def _decode_parallel(self, target_in, state, memory, training):
+        """All target positions at once: RNNs over the sequence, one batched attention."""
+        states = self.decoder_states(target_in, state, training)
         context, weights = self.attention(states, memory["values"], mask=memory["mask"],
                                           training=training)
         _, logits = self._output(states, context, training)

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -181,7 +182,7 @@ class Translator:
         results: list[Translation | None] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
             indexes = order[start:start + batch_size]
-            batch = _pad([ids[i] for i in indexes])
+            batch = padded([ids[i] for i in indexes])
             output = self.search(batch, beam, alpha, max_length_ratio, batch_size)
             if heads:
                 output.update(self._attention_heads(batch, output))
@@ -217,6 +218,15 @@ class Translator:
             ids.append(row[:MAX_SOURCE_TOKENS - 1] + [EOS_ID])
             truncated.append(cut)
         return ids, truncated
+
+    def teacher_forcing_batch(self, sources: Sequence[str],
+                              targets: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Parallel sentences as the model's training input: padded source ids with EOS
+        [batch, ts] and padded target ids after BOS [batch, tt] (int32, PAD_ID = 0)."""
+        source_ids, _ = self.encode_sources(sources)
+        pieces = self.target_tokenizer.tokenize(tf.constant(list(targets), dtype=tf.string))
+        target_ids = [[BOS_ID, *row] for row in pieces.to_list()]
+        return padded(source_ids), padded(target_ids)
 
     def _batch_strings(self, batch: np.ndarray, output: dict, n_best: int) -> dict:
         """Translations and pieces of a whole batch, each in one tensorflow-text call."""
@@ -255,9 +265,6 @@ def _decoded(pieces: tf.Tensor) -> list[list[str]]:
     return [[piece.decode("utf-8") for piece in row] for row in pieces.numpy()]
 
 
-def _pad(rows: list[list[int]]) -> np.ndarray:
-    width = max(len(row) for row in rows)
-    batch = np.full((len(rows), width), PAD_ID, dtype=np.int32)
-    for index, row in enumerate(rows):
-        batch[index, :len(row)] = row
-    return batch
+def padded(rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """Token-id rows of different lengths -> [batch, longest] int32, PAD_ID after each row."""
+    return keras.utils.pad_sequences(rows, padding="post", value=PAD_ID, dtype="int32")

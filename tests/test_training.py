@@ -31,7 +31,6 @@ from nmt.cli import train as train_cli
 from nmt.config import Config
 from nmt.model import Seq2Seq
 from nmt.pipeline import Buckets, make_dataset, tokenize_corpus
-from nmt.tokenizer import BOS_ID, PAD_ID
 from nmt.training import cosine_rate, train
 from nmt.translator import Translator
 from tests.helpers import (
@@ -60,20 +59,6 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     data = "".join(f"{line}\n" for line in lines).encode("utf-8")
     path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
     return path
-
-
-def teacher_forcing_batch(translator: Translator, sources: list[str], targets: list[str]):
-    """Padded source ids (EOS-terminated) and BOS-prefixed target ids of real sentences."""
-    source_ids, _ = translator.encode_sources(sources)
-    target_ids = [[BOS_ID, *translator.target_tokenizer.encode(t)] for t in targets]
-
-    def pad(rows):
-        batch = np.full((len(rows), max(map(len, rows))), PAD_ID, dtype=np.int32)
-        for index, row in enumerate(rows):
-            batch[index, :len(row)] = row
-        return tf.constant(batch)
-
-    return pad(source_ids), pad(target_ids)
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +382,7 @@ def test_loaded_model_equals_a_model_built_by_hand(tiny_run, valid_text):
     untrained = Seq2Seq(config.model)
     untrained.build()
 
-    source, target_in = teacher_forcing_batch(translator, valid_text[0][:8], valid_text[1][:8])
+    source, target_in = translator.teacher_forcing_batch(valid_text[0][:8], valid_text[1][:8])
     logits, _ = translator.model((source, target_in), training=False)
     expected, _ = by_hand((source, target_in), training=False)
     fresh, _ = untrained((source, target_in), training=False)
