@@ -141,19 +141,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                       "float32": False})
                 for jit in _choices(args.xla, {"on": True, "off": False})]
 
-    from nmt.config import Config
     from nmt.pipeline import Buckets
     from nmt.training_data import prepare_data, with_vocab_sizes
 
-    config = Config.load(args.config)
-    if args.data_dir:
-        config.data.data_dir = args.data_dir
+    config = bench_config(args.config, args.data_dir, args.tiny)
     if args.tiny:
-        config.data.train_limit, config.data.valid_limit = 600, 50
-        config.data.src_vocab_size = config.data.tgt_vocab_size = 500
-        config.model.embedding_dim, config.model.encoder_units = 32, 32
-        config.model.decoder_units, config.model.attention_units = 64, 32
-        config.train.batch_tokens = 512
         args.steps = min(args.steps, 5)
     with tempfile.TemporaryDirectory() as run_dir:
         data = prepare_data(config, Path(run_dir))
@@ -190,6 +182,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"matmul peak {peak:.0f} GFLOP/s{bf16}; model {flops / 1e6:.1f} MFLOP per target "
           "token")
     return 0
+
+
+def bench_config(path: str, data_dir: str | None, tiny: bool):
+    """The config to measure: `path`, reading `data_dir` when given; with `tiny`, a small
+    model on a 600-pair slice with 500-piece vocabularies."""
+    from nmt.config import Config
+
+    config = Config.load(path)
+    if data_dir:
+        config.data.data_dir = data_dir
+    if tiny:
+        config.data.train_limit, config.data.valid_limit = 600, 50
+        config.data.src_vocab_size = config.data.tgt_vocab_size = 500
+        config.model.embedding_dim, config.model.encoder_units = 32, 32
+        config.model.decoder_units, config.model.attention_units = 64, 32
+        config.train.batch_tokens = 512
+    return config
 
 
 def _choices(text: str, allowed: dict[str, bool]) -> list[bool]:

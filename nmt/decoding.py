@@ -139,11 +139,19 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
         lambda time, _p, _s, finished, *_: ~tf.reduce_all(finished),
         step, loop_vars, shape_invariants=_batch_free(loop_vars))
     tokens, weights = _backtrack(history, time, batch * k, max_steps)  # [tt, batch * k, ...]
+    return _best_first(tokens, weights, log_probs, lengths, alpha, k, tf.shape(source)[1])
+
+
+def _best_first(tokens, weights, log_probs, lengths, alpha, k: int, source_length) -> dict:
+    """The beams' hypotheses from `_backtrack` (tokens [tt, batch * k], weights
+    [tt, batch * k, ts]) and their log_probs and lengths [batch, k] as `beam_search`'s
+    output: [batch, k, ...], sorted by normalised score, best first (stable on ties)."""
+    batch = tf.shape(log_probs)[0]
     scores = log_probs / length_penalty(lengths, alpha)
     order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)
     tokens = tf.reshape(tf.transpose(tokens), [batch, k, -1])
     weights = tf.reshape(tf.transpose(weights, [1, 0, 2]),
-                         [batch, k, tf.shape(weights)[0], tf.shape(source)[1]])
+                         [batch, k, tf.shape(weights)[0], source_length])
     return {
         "tokens": tf.gather(tokens, order, batch_dims=1),
         "weights": tf.gather(weights, order, batch_dims=1),

@@ -144,12 +144,7 @@ def plot_attention_grid(
     """
     if not panels:
         raise NmtError(f"Cannot plot an attention grid without panels: {path}")
-    matrices = []
-    for index, (subtitle, weights, source_tokens, target_tokens) in enumerate(panels):
-        try:
-            matrices.append(attention_matrix(weights, source_tokens, target_tokens))
-        except NmtError as error:
-            raise NmtError(f"Panel {index} ({subtitle!r}): {error}") from None
+    matrices = _panel_matrices(panels)
     columns = len(panels) if columns is None else max(1, min(columns, len(panels)))
     rows = -(-len(panels) // columns)
     widths = [max(_axis_inches(m.shape[1]) for m in matrices[c::columns]) for c in range(columns)]
@@ -174,6 +169,17 @@ def plot_attention_grid(
     if title:
         figure.suptitle(_escape(title))
     return _save(figure, path, fmt, dpi)
+
+
+def _panel_matrices(panels: Sequence[Panel]) -> list[np.ndarray]:
+    """Each panel's checked weights [tt, ts]; a mismatch names its panel."""
+    matrices = []
+    for index, (subtitle, weights, source_tokens, target_tokens) in enumerate(panels):
+        try:
+            matrices.append(attention_matrix(weights, source_tokens, target_tokens))
+        except NmtError as error:
+            raise NmtError(f"Panel {index} ({subtitle!r}): {error}") from None
+    return matrices
 
 
 def plot_heads(
