@@ -12,6 +12,7 @@ before. If starting TensorFlow fails, what it wrote is replayed, so no real erro
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -46,18 +47,32 @@ def _restore(saved: int) -> None:
     os.close(saved)
 
 
-def load_tensorflow(verbose: bool = False) -> None:
-    """Import TensorFlow and tensorflow-text and initialise the devices; silently unless
-    `verbose`. Later TensorFlow log lines below ERROR are filtered too (absl and Python)."""
+@contextlib.contextmanager
+def tensorflow_starting(verbose: bool = False) -> Iterator[None]:
+    """Import TensorFlow inside this block. Unless `verbose`, what it writes meanwhile is
+    dropped (`native_stderr_captured`), and its C++ log level is set to ERROR first, unless the
+    user chose one: TensorFlow's C++ logging reads `TF_CPP_MIN_LOG_LEVEL` when it is imported,
+    so it must be set before, not after (train.py imports TensorFlow to make its strategy)."""
     if verbose:
-        _start_tensorflow()
+        yield
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with native_stderr_captured():
-        _start_tensorflow()
-    import tensorflow as tf
+        yield
 
-    tf.get_logger().setLevel("ERROR")
+
+def load_tensorflow(verbose: bool = False) -> None:
+    """Import TensorFlow and tensorflow-text and initialise the devices; silently unless
+    `verbose`. Later TensorFlow log lines below ERROR are filtered too: its Python logger's
+    and absl's, which otherwise reach the root logger that nmt's commands set to INFO for
+    their own progress lines (every checkpoint save logs "Sharding callback duration")."""
+    with tensorflow_starting(verbose):
+        _start_tensorflow()
+    if not verbose:
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+        logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def _start_tensorflow() -> None:

@@ -1,5 +1,6 @@
 """nmt.quiet: TensorFlow's native start-up lines stay off the terminal, real errors do not."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,30 @@ def test_tensorflow_starts_without_matplotlib_which_still_imports_afterwards():
         "print(matplotlib.pyplot.figure is not None)\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_train_and_study_stay_quiet_when_tensorflow_logs_later():
+    """train.py and the study log their own progress at INFO through the root logger. Once
+    TensorFlow has started quietly, its later INFO lines must not ride along: saving a
+    checkpoint logs "Sharding callback duration" through absl; an XLA compilation logs
+    nothing either. The user's environment has no TF_CPP_MIN_LOG_LEVEL here (CI exports
+    one)."""
+    code = ("import argparse, logging, sys, tempfile\n"
+            "logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stderr)\n"
+            "from nmt.cli.train import start_tensorflow\n"
+            "start_tensorflow(argparse.Namespace(verbose=False, distribute='none',\n"
+            "                                    collective_timeout=60))\n"
+            "import tensorflow as tf\n"
+            "tf.train.Checkpoint(v=tf.Variable(1.0)).save(tempfile.mkdtemp() + '/step')\n"
+            "double = tf.function(lambda x: tf.tanh(x) * 2.0 + x, jit_compile=True)\n"
+            "print(float(double(tf.ones([3])).numpy().sum()))\n"
+            "logging.getLogger('nmt').info('our own line')\n")
+    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert float(quiet.stdout) > 0 and quiet.stderr == "our own line\n"
+    loud = subprocess.run([sys.executable, "-c", code.replace("verbose=False", "verbose=True")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert loud.returncode == 0, loud.stderr
+    assert "Sharding callback duration" in loud.stderr, "--verbose shows TensorFlow's lines"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import dataclasses
 import datetime
 import importlib.util
@@ -297,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
 def start_tensorflow(args: argparse.Namespace):
     """Import TensorFlow and make the tf.distribute strategy (before TensorFlow runs any op,
     as a multi-worker strategy needs), quietly unless --verbose (see nmt.quiet)."""
-    from nmt.quiet import load_tensorflow, native_stderr_captured
+    from nmt.quiet import load_tensorflow, tensorflow_starting
 
-    with contextlib.nullcontext() if args.verbose else native_stderr_captured():
+    with tensorflow_starting(args.verbose):
         from nmt.distribute import make_strategy  # imports TensorFlow
 
         strategy = make_strategy(args.distribute, args.collective_timeout)
