@@ -1,23 +1,25 @@
 """The attention study: every scoring function, soft and hard, in both architectures.
 
-    python -m nmt.study --data-dir path/to/multi30k               # about 3 hours on 2 cores
+    python -m nmt.study --data-dir path/to/multi30k               # 3-7 hours on 2 cores
     python -m nmt.study --dry-run                                 # the plan and its time
-    python -m nmt.study --data-dir DIR --budget 10 --study-dir studies/attention-10min
+    python -m nmt.study --data-dir DIR --epochs 8 --study-dir studies/attention-8-epochs
     python -m nmt.study --report-only                             # document only
 
 One German-to-English Multi30k model is trained per architecture (RNN, Transformer), score
 in `nmt.attention.SCORES` and seed with soft attention; then hard attention with the
 `--hard-top` best soft scores of each architecture; then the `--long-top` best settings
 once more with `--long-factor` times the budget (`nmt.study_plan`). Every run of an
-architecture uses the same base config and wall-clock budget; only the score, the attention
-mode and the seed differ. The study directory (its layout, the settings and the run specs:
-`nmt.study_runs`) holds study.json and one run directory per run, each with a result.json
-of the test_2016_flickr evaluation (beam 5), written last.
+architecture uses the same base config and budget (4 epochs by default, or minutes of wall
+time with `--budget`); only the score, the attention mode and the seed differ. The study
+directory (its layout, the settings and the run specs: `nmt.study_runs`) holds study.json
+and one run directory per run, each with a result.json of the test_2016_flickr evaluation
+(beam 5), written last.
 
 A run counts as finished when its result.json exists, so running the same command again
 after an interruption skips finished runs, evaluates runs that finished training, and
-resumes the interrupted training from its last checkpoint. `--rerun-slow` moves runs that
-trained markedly slower than their siblings aside and trains them again.
+resumes the interrupted training from its last checkpoint. With a budget in minutes,
+`--rerun-slow` moves runs that trained markedly slower than their siblings aside and trains
+them again.
 
 The report (`docs/attention-study.md` and the PNGs in `docs/attention-study/`, drawn by
 `nmt.study_report`) is written from the runs' metrics.json and result.json files alone:
@@ -50,6 +52,7 @@ from nmt.machine import machine_facts  # noqa: E402
 from nmt.quiet import load_tensorflow  # noqa: E402
 from nmt.rundir import BEST_WEIGHTS_FILE, TOKENIZER_FILES, checked_write  # noqa: E402
 from nmt.study_plan import (  # noqa: E402
+    epoch_minutes,
     estimated_minutes,
     outline,
     plan,
@@ -247,7 +250,7 @@ def _run_planned(settings: StudySettings, study_dir: Path, data_dir: str | None,
             logger.info("%s: finished earlier, skipped", step)
             continue
         if not training_done(run_dir):
-            logger.info("%s: training for %g minutes", step, settings.budget * spec.factor)
+            logger.info("%s: training for %s", step, settings.budget_text(spec.factor))
             share_tokenizers(study_dir, run_dir, done)
             train_run(settings, spec, run_dir, data_dir, progress)
         test = test or load_test_set(settings, data_dir)
@@ -273,14 +276,21 @@ def plan_text(settings: StudySettings, study_dir: Path) -> str:
     """`--dry-run`: the planned runs, their budgets and the estimated total time."""
     runs = outline(settings, study_dir)
     todo = [run for run in runs if not run.done]
-    lines = [f"{'done' if run.done else 'todo'}  {run.minutes:5g} min  {run.name}"
-             for run in runs]
-    minutes = sum(estimated_minutes(settings, run) for run in todo)
+    lines = [f"{'done' if run.done else 'todo'}  {settings.budget_text(run.factor, True):>9}  "
+             f"{run.name}" for run in runs]
+    per_epoch, measured = epoch_minutes(settings, study_dir)
+    minutes = sum(estimated_minutes(settings, run, per_epoch) for run in todo)
     sentences = settings.test_limit or "all"
     undecided = any("unless" in run.name for run in runs)
     lines.append(f"{'up to ' if undecided else ''}{len(runs)} runs ({len(runs) - len(todo)} "
                  f"finished); about {minutes / 60:.1f} hours left ({minutes:.0f} minutes: "
                  f"training budgets, start-up and evaluation on {sentences} test sentences)")
+    if settings.in_epochs:
+        speeds = ", ".join(f"{arch} {per_epoch[arch]:.1f}" for arch in settings.architectures)
+        lines[-1] += (f"; minutes per epoch: {speeds}, "
+                      + ("measured on this study's runs" if measured else
+                         "before the study's own runs: of a 2-core AVX2 machine, the "
+                         "slowest the study has run on"))
     if any("<" in run.name for run in runs):
         lines[-1] += "; the runs in <...> will be chosen by the finished runs"
     return "\n".join(lines)
@@ -300,8 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_CONFIGS['transformer']})")
     parser.add_argument("--architectures", nargs="+", choices=list(DEFAULT_CONFIGS),
                         help="architectures to study (default: both)")
-    parser.add_argument("--budget", type=float,
-                        help=f"minutes of wall time per run (default: {DEFAULT_BUDGET:g})")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, metavar="N",
+                        help=f"train every run for N epochs (the default: {DEFAULT_BUDGET:g}; "
+                             "the same models on any machine, however busy)")
+    budget.add_argument("--budget", type=float, metavar="MINUTES",
+                        help="train every run for MINUTES of wall time instead (comparable "
+                             "only between runs on one otherwise idle machine)")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="one run per seed "
                         f"and setting (default: {' '.join(map(str, DEFAULT_SEEDS))})")
     parser.add_argument("--study-dir", default=DEFAULT_STUDY_DIR,
@@ -335,9 +350,18 @@ def build_parser() -> argparse.ArgumentParser:
 def requested_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The StudySettings values given on the command line (None = not given)."""
     return {"config_files": {"rnn": args.config, "transformer": args.transformer_config},
-            "architectures": args.architectures, "budget": args.budget, "scores": args.scores,
+            "architectures": args.architectures, **_budget(args), "scores": args.scores,
             "hard_top": args.hard_top, "seeds": args.seeds, "long_top": args.long_top,
             "long_factor": args.long_factor, "test_limit": args.test_limit}
+
+
+def _budget(args: argparse.Namespace) -> dict[str, Any]:
+    """The budget and its unit as given (None: not given)."""
+    if args.epochs is not None:
+        return {"budget": float(args.epochs), "budget_unit": "epochs"}
+    if args.budget is not None:
+        return {"budget": args.budget, "budget_unit": "minutes"}
+    return {"budget": None, "budget_unit": None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,14 +372,16 @@ def main(argv: list[str] | None = None) -> int:
         saved = read_study(study_dir)
         if args.report_only and saved is None:
             raise NmtError(f"--report-only: no study in {study_dir}; run it first")
+        deep = not (args.dry_run or args.report_only)  # checking every run's config
+        if deep:  # imports TensorFlow: quietly, unless --verbose
+            load_tensorflow(verbose=args.verbose)
         settings = resolve_settings(requested_settings(args), saved[0] if saved else None,
-                                    study_dir, deep=not (args.dry_run or args.report_only))
+                                    study_dir, deep=deep)
         if args.dry_run:
             print(plan_text(settings, study_dir))
             return 0
         if not args.report_only:
             data_dir = args.data_dir or (saved[1] if saved else None)
-            load_tensorflow(verbose=args.verbose)
             run_study(settings, study_dir, data_dir, progress=not args.quiet,
                       rerun=args.rerun_slow)
         write_report(study_dir, args.docs_dir)

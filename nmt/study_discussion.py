@@ -31,8 +31,8 @@ def discussion(rows: Sequence[RunRow], settings: Sequence[SettingRow],
             paragraphs += [_quality(soft), _sharpness(soft), _speed(soft)]
         paragraphs += [_hard_cost(hard, soft) for hard in settings
                        if hard.architecture == arch and hard.mode == "hard"]
-    paragraphs += [p for p in (_architectures(settings), head_text(settings),
-                               _long_budget(rows, settings), _slow(rows)) if p]
+    paragraphs += [p for p in (_architectures(settings, study), head_text(settings),
+                               _long_budget(rows, settings), _slow(rows, study)) if p]
     paragraphs.append(_caveats(rows, study))
     return [p for paragraph in paragraphs for p in (paragraph, "")][:-1]
 
@@ -157,7 +157,7 @@ def _one_hot(hard: SettingRow) -> str:
             f"heatmaps, has entropy {entropy:.2f} nats and max weight {peak:.2f}.")
 
 
-def _architectures(settings: Sequence[SettingRow]) -> str:
+def _architectures(settings: Sequence[SettingRow], study: StudySettings) -> str:
     best = {}
     for s in settings:
         if s.mode == "soft" and (s.architecture not in best or s.of("test_bleu").mean >
@@ -171,8 +171,9 @@ def _architectures(settings: Sequence[SettingRow]) -> str:
                else "within the spread of their seeds, so no difference by this study's rule")
     return (f"**Architectures.** The best soft {x} (`{a.score}`, mean test BLEU {ta.mean:.2f}) "
             f"and the best soft {y} (`{b.score}`, {tb.mean:.2f}) are {ta.mean - tb.mean:.2f} "
-            f"BLEU apart, {verdict}; both had the same wall-clock budget, not the same "
-            "number of parameters or training tokens.")
+            f"BLEU apart, {verdict}; both had the same budget ({study.budget_text()}), "
+            + ("not the same wall time or number of parameters." if study.in_epochs else
+               "not the same number of parameters or training tokens."))
 
 
 def head_text(settings: Sequence[SettingRow]) -> str:
@@ -217,21 +218,25 @@ def _long_budget(rows: Sequence[RunRow], settings: Sequence[SettingRow]) -> str:
             f"BLEU changed against the one-budget mean by {_join(parts)}{order}.")
 
 
-def _slow(rows: Sequence[RunRow]) -> str:
+def _slow(rows: Sequence[RunRow], study: StudySettings) -> str:
     flagged = slow_runs({row.name: (row.setting, row.tokens_per_second) for row in rows})
     if not flagged:
         return ""
     names = _join([f"`{name}`" for name in sorted(flagged)])
-    return (f"**Slow runs.** {names} trained below 75% of the median speed of their "
+    text = (f"**Slow runs.** {names} trained below 75% of the median speed of their "
             "siblings (same setting, other seeds and the longer run); the machine was "
-            "probably busy. Rerun them with `python -m nmt.study --rerun-slow` (the old "
-            "directories are kept as `<run>.slow-<n>`).")
+            "probably busy. ")
+    if study.in_epochs:
+        return text + ("With a budget in epochs that changes their time, not their models "
+                       "or scores.")
+    return text + ("Rerun them with `python -m nmt.study --rerun-slow` (the old directories "
+                   "are kept as `<run>.slow-<n>`).")
 
 
 def _caveats(rows: Sequence[RunRow], study: StudySettings) -> str:
     improving = [r for r in rows if r.best_epoch == r.epochs]
     text = (f"**Caveats.** Each setting was trained with {_plural(len(study.seeds), 'seed')} "
-            f"({', '.join(map(str, study.seeds))}) for {study.budget:g} minutes. "
+            f"({', '.join(map(str, study.seeds))}) for {study.budget_text()}. "
             f"{len(improving)} of {len(rows)} runs had their best validation BLEU in their "
             "last epoch")
     if improving:

@@ -35,6 +35,12 @@ from nmt.study_stats import rank, slow_runs, training_speed
 # model and tracing the search, per test sentence at beam 5). The first edition's RNN runs
 # decoded 210-300 sentences/s; the Transformer decodes 1,000 sentences in 60-100 s.
 EVALUATION_SECONDS = {"rnn": (20.0, 0.005), "transformer": (30.0, 0.08)}
+# Minutes per epoch (training and validation) of the base configs before the study has
+# finished a run of the architecture (then its runs' own epochs are used): measured on a
+# 2-core AVX2 machine (85 GFLOP/s float32 matmul), the slowest the study has run on. RNN
+# 143 s an epoch at 3,100 target tokens/s; Transformer 152 s at 3,150, plus about 170 s of
+# XLA compilation in its first epoch (3.2 minutes an epoch over 4 epochs).
+EPOCH_MINUTES = {"rnn": 2.4, "transformer": 3.2}
 STARTUP_SECONDS = 15.0  # per run, outside its budget: reading the corpus, building the model
 FULL_TEST_SENTENCES = 1000  # test_2016_flickr
 
@@ -99,7 +105,7 @@ class PlannedRun:
 
     name: str
     architecture: str
-    minutes: float  # training budget
+    factor: float  # times the study's budget
     done: bool = False
 
 
@@ -107,32 +113,53 @@ def outline(settings: StudySettings, study_dir: Path) -> list[PlannedRun]:
     """The whole plan as far as it can be known: decided runs, then placeholders for the
     hard and long runs that the finished runs will choose (at most as many as listed)."""
     decided = plan(settings, study_dir)
-    lines = [PlannedRun(spec.name, spec.architecture, settings.budget * spec.factor,
+    lines = [PlannedRun(spec.name, spec.architecture, spec.factor,
                         finished(study_dir / spec.name)) for spec in decided]
     if not any(spec.mode == "hard" for spec in decided) and settings.hard_top:
-        lines += [PlannedRun(f"{arch}-<soft #{rank + 1}>-hard-s{seed}", arch, settings.budget)
+        lines += [PlannedRun(f"{arch}-<soft #{rank + 1}>-hard-s{seed}", arch, 1.0)
                   for seed in settings.seeds for arch in settings.architectures
                   for rank in range(settings.hard_top)]
     if not any(spec.long for spec in decided) and settings.long_top:
         suffix = f"x{settings.long_factor:g}"
         lines += [PlannedRun(f"<best #{rank + 1} overall>-s{settings.seeds[0]}-{suffix}",
                              settings.architectures[rank % len(settings.architectures)],
-                             settings.budget * settings.long_factor)
+                             settings.long_factor)
                   for rank in range(settings.long_top)]
         if LONG_BASELINE_SCORE in settings.scores:
             lines += [PlannedRun(f"{arch}-{LONG_BASELINE_SCORE}-soft-s{settings.seeds[0]}-"
                                  f"{suffix} (unless among the best)", arch,
-                                 settings.budget * settings.long_factor)
+                                 settings.long_factor)
                       for arch in settings.architectures]
     return lines
 
 
-def estimated_minutes(settings: StudySettings, run: PlannedRun) -> float:
-    """Training budget plus estimates of the start-up and of the evaluation (beam 5 on the
-    test sentences)."""
+def estimated_minutes(settings: StudySettings, run: PlannedRun,
+                      epoch_minutes: dict[str, float]) -> float:
+    """Training (the budget, or its epochs times `epoch_minutes` of the architecture) plus
+    estimates of the start-up and of the evaluation (beam 5 on the test sentences)."""
     fixed, per_sentence = EVALUATION_SECONDS[run.architecture]
     sentences = settings.test_limit or FULL_TEST_SENTENCES
-    return run.minutes + (STARTUP_SECONDS + fixed + per_sentence * sentences) / 60.0
+    training = settings.run_budget(run.factor)
+    if settings.in_epochs:
+        training *= epoch_minutes[run.architecture]
+    return training + (STARTUP_SECONDS + fixed + per_sentence * sentences) / 60.0
+
+
+def epoch_minutes(settings: StudySettings, study_dir: Path) -> tuple[dict[str, float], bool]:
+    """Minutes per epoch of each architecture: the mean over the study's finished runs
+    (wall time of training and validation / epochs), else `EPOCH_MINUTES`. Also whether
+    every architecture's figure was measured in this study."""
+    measured: dict[str, list[float]] = {}
+    for spec in plan(settings, study_dir):
+        run_dir = study_dir / spec.name
+        if finished(run_dir):
+            epochs = read_json(run_dir / METRICS_FILE).get("epochs") or []
+            if epochs:
+                measured.setdefault(spec.architecture, []).append(
+                    float(epochs[-1]["wall_time"]) / 60.0 / len(epochs))
+    minutes = {arch: (sum(measured[arch]) / len(measured[arch]) if arch in measured
+                      else EPOCH_MINUTES[arch]) for arch in settings.architectures}
+    return minutes, all(arch in measured for arch in settings.architectures)
 
 
 # ------------------------------------------------------------------ slow runs

@@ -46,25 +46,27 @@ def setting_cells(setting: SettingRow) -> list[str]:
             f"{setting.of('entropy').mean:.3f}", f"{setting.of('max_weight').mean:.3f}"]
 
 
-RUN_HEADER = ["run", "seed", "budget (min)", "parameters", "train tokens/s", "epochs",
+RUN_HEADER = ["run", "seed", "budget", "parameters", "train tokens/s", "epochs",
               "best val BLEU", "test BLEU", "test chrF", "decode sent/s", "note"]
 
 
-def run_cells(row: RunRow, budget: float, slow: dict[str, float]) -> list[str]:
+def run_cells(row: RunRow, study: StudySettings, slow: dict[str, float]) -> list[str]:
     """A row of the runs table; the note flags a run slower than its siblings."""
-    return [f"`{row.name}`", str(row.seed), f"{budget * row.factor:g}", f"{row.parameters:,}",
+    return [f"`{row.name}`", str(row.seed), study.budget_text(row.factor, short=True),
+            f"{row.parameters:,}",
             f"{row.tokens_per_second:,.0f}", str(row.epochs), f"{row.best_val_bleu:.2f}",
             f"{row.test_bleu:.2f}", f"{row.test_chrf:.2f}", f"{row.decode_speed:.1f}",
             SLOW_NOTE if row.name in slow else ""]
 
 
-LONG_HEADER = ["run", "budget (min)", "best val BLEU", "test BLEU", "test chrF",
+LONG_HEADER = ["run", "budget", "best val BLEU", "test BLEU", "test chrF",
                "one-budget best val BLEU", "one-budget test BLEU", "test BLEU change"]
 
 
-def long_cells(row: RunRow, base: SettingRow, budget: float) -> list[str]:
+def long_cells(row: RunRow, base: SettingRow, study: StudySettings) -> list[str]:
     """A longer run beside the mean (min–max) of its setting's one-budget runs."""
-    return [f"`{row.name}`", f"{budget * row.factor:g}", f"{row.best_val_bleu:.2f}",
+    return [f"`{row.name}`", study.budget_text(row.factor, short=True),
+            f"{row.best_val_bleu:.2f}",
             f"{row.test_bleu:.2f}", f"{row.test_chrf:.2f}", _range(base.of("best_val_bleu")),
             _range(base.of("test_bleu")), f"{row.test_bleu - base.of('test_bleu').mean:+.2f}"]
 
@@ -97,9 +99,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
 
 
 # ------------------------------------------------------------------------ figures
-def plot_curves(rows: Sequence[RunRow], path: Path, budget: float) -> Path:
-    """Validation BLEU against wall time, one panel per architecture and one colour per
-    score; every run a thin line (hard runs dashed, longer runs thick)."""
+def plot_curves(rows: Sequence[RunRow], path: Path, study: StudySettings) -> Path:
+    """Validation BLEU against epochs (a budget in epochs) or wall time (in minutes), one
+    panel per architecture and one colour per score; every run a thin line (hard runs
+    dashed, longer runs thick)."""
     from matplotlib.figure import Figure
 
     architectures = list(dict.fromkeys(row.architecture for row in rows))
@@ -111,16 +114,20 @@ def plot_curves(rows: Sequence[RunRow], path: Path, budget: float) -> Path:
         labelled = set()
         for row in (r for r in rows if r.architecture == arch):
             label = f"{row.score} {row.mode}" + (f" x{row.factor:g}" if row.long else "")
-            axes.plot([wall / 60.0 for wall, _ in row.curve], [b for _, b in row.curve],
+            times = (range(1, len(row.curve) + 1) if study.in_epochs
+                     else [wall / 60.0 for wall, _ in row.curve])
+            axes.plot(times, [b for _, b in row.curve],
                       marker="o", markersize=2.5, linestyle="-" if row.mode == "soft" else "--",
                       linewidth=2.0 if row.long else 0.9, color=colours[row.score],
                       label=None if label in labelled else label)
             labelled.add(label)
-        axes.axvline(budget, color="grey", linewidth=1, linestyle=":", label="budget")
+        axes.axvline(study.run_budget(), color="grey", linewidth=1, linestyle=":",
+                     label="budget")
         axes.set_xlim(left=0)
         axes.set_ylim(0, top)
         axes.set_title(arch)
-        axes.set_xlabel("wall time (minutes, training + validation)")
+        axes.set_xlabel("epoch" if study.in_epochs
+                        else "wall time (minutes, training + validation)")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7, ncols=2)
     panels[0].set_ylabel("validation BLEU (greedy)")
@@ -193,7 +200,7 @@ def write_report(study_dir: str | Path, docs_dir: str | Path = DEFAULT_DOCS_DIR)
     figures = docs_dir / REPORT_NAME
     figures.mkdir(parents=True, exist_ok=True)
     if rows:
-        plot_curves(rows, figures / "curves.png", settings.budget)
+        plot_curves(rows, figures / "curves.png", settings)
         for number in range(len(settings.sentences) if examples else 0):
             plot_sentence(examples, number, figures / f"sentence-{number + 1}.png")
     text = render_report(settings, study_dir, docs_dir, rows)
@@ -249,14 +256,15 @@ def _results(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
                   f"each architecture, trained once more (seed {settings.seeds[0]}) with "
                   f"{settings.long_factor:g} times the budget, beside the mean (min–max) of "
                   "their one-budget runs.", "",
-                  *markdown_table(LONG_HEADER, [long_cells(row, base[row.setting],
-                                                           settings.budget) for row in long]),
+                  *markdown_table(LONG_HEADER, [long_cells(row, base[row.setting], settings)
+                                                for row in long]),
                   ""]
     lines += ["## Runs", "", "Every run on its own; *note* flags a run that trained below 75% "
               "of the median speed of its siblings (same setting: other seeds and the longer "
-              "run), to be trained again with `--rerun-slow`.", "",
-              *markdown_table(RUN_HEADER, [run_cells(row, settings.budget, slow)
-                                           for row in rows]), ""]
+              "run), " + ("which with a budget in epochs changes its time, not its model."
+                          if settings.in_epochs else "to be trained again with `--rerun-slow`."),
+              "", *markdown_table(RUN_HEADER, [run_cells(row, settings, slow)
+                                               for row in rows]), ""]
     heads = head_tables(grouped)
     if heads:
         lines += ["## Transformer heads", "",
@@ -264,8 +272,9 @@ def _results(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
                   "translations: mean largest weight / mean entropy (nats), means over seeds. "
                   "The translations' attention (heatmaps, the results table) is the "
                   "alignment layer's average over heads.", "", *heads, ""]
-    return lines + ["## Validation BLEU over wall time", "",
-                    f"![validation BLEU against wall time]({REPORT_NAME}/curves.png)", ""]
+    axis = "epochs" if settings.in_epochs else "wall time"
+    return lines + [f"## Validation BLEU over {axis}", "",
+                    f"![validation BLEU against {axis}]({REPORT_NAME}/curves.png)", ""]
 
 
 def _sentences(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
@@ -304,11 +313,8 @@ def _setup_lines(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
             f"warm-up steps), {t['batch_tokens']}-token batches"
             f"{', XLA' if t.get('jit_compile') else ''}. Every run uses it unchanged except "
             "for the attention score, the mode and the seed.")
-    lines += [
-        f"- Budget: {settings.budget:g} minutes of wall time per run (training plus the "
-        "per-epoch greedy validation), the same for every run; the epoch cut by the budget "
-        "is validated too. Seeds: "
-        f"{', '.join(map(str, settings.seeds))} (`train.seed`).",
+    lines += [f"- {_budget_text(settings)} Seeds: {', '.join(map(str, settings.seeds))} "
+              "(`train.seed`).",
         f"- Runs: soft attention with {', '.join(f'`{s}`' for s in settings.scores)} for "
         f"each architecture and seed; hard attention (argmax at inference, straight-through "
         f"Gumbel-softmax in training) with the {_best_scores(settings.hard_top)} of each "
@@ -325,6 +331,17 @@ def _setup_lines(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
     if machines:
         lines.append(f"- Machine: {'; '.join(machines)}.")
     return lines
+
+
+def _budget_text(settings: StudySettings) -> str:
+    if settings.in_epochs:
+        return (f"Budget: {settings.budget_text()} per run, the same for every run, with the "
+                "learning rate's cosine schedule over exactly these epochs; a budget in epochs "
+                "gives the same models on any machine, however busy, and the runs' speeds "
+                "say what each costs in time.")
+    return (f"Budget: {settings.budget_text()} of wall time per run (training plus the "
+            "per-epoch greedy validation), the same for every run; the epoch cut by the "
+            "budget is validated too.")
 
 
 def _long_text(settings: StudySettings) -> str:

@@ -37,16 +37,21 @@ DEFAULT_CONFIGS = {"rnn": "configs/attention-study.json",
 CONFIG_FLAGS = {"rnn": "--config", "transformer": "--transformer-config"}
 DEFAULT_STUDY_DIR = "studies/attention"
 DEFAULT_DOCS_DIR = "docs"
-# Minutes per run: 2 architectures x 5 scores x 2 seeds soft + 2 x 2 x 2 hard = 28 runs, and
-# up to 5 longer runs of 3 budgets: ~43 budgets of 3.5 minutes plus evaluation ~ 3 hours.
-DEFAULT_BUDGET = 3.5
+# The budget of a run: epochs (the default: the same models on any machine, however busy),
+# or minutes of wall time (`--budget`; comparable only between runs on one idle machine).
+# 2 architectures x 5 scores x 2 seeds soft + 2 x 2 x 2 hard = 28 runs, and up to 5 longer
+# runs of 3 budgets: 43 budgets. 4 epochs take about 4 minutes on the 2-core AVX512-BF16
+# machine of the first edition (about 3 hours in all), about 10 on a 2-core AVX2 one.
+BUDGET_UNITS = ("epochs", "minutes")
+DEFAULT_BUDGET = 4.0
+DEFAULT_BUDGET_UNIT = "epochs"
 DEFAULT_HARD_TOP = 2
 DEFAULT_SEEDS = (1234, 2345)
 DEFAULT_LONG_TOP = 3
 DEFAULT_LONG_FACTOR = 3.0
 DEFAULT_TEST_LIMIT = 500  # Transformer beam-5 decoding of all 1,000 takes 60-100 s here
 LONG_BASELINE_SCORE = "additive"  # every architecture's additive-soft run is also run long
-STUDY_EPOCHS = 1000  # the wall-clock budget, not the epoch count, ends every run
+STUDY_EPOCHS = 1000  # with a budget in minutes, the clock, not the epoch count, ends every run
 TEST_SPLIT = "test_2016_flickr"
 # Test sentences whose heatmaps are drawn: 12, 10 and 13 words, the last two with a
 # verb-final German clause, so that alignments have to leave the diagonal.
@@ -54,7 +59,8 @@ HEATMAP_SENTENCES = (9, 24, 45)
 
 SETTINGS_HELP = {
     "base_configs": "--config/--transformer-config", "architectures": "--architectures",
-    "budget": "--budget", "scores": "--scores", "hard_top": "--hard-top", "seeds": "--seeds",
+    "budget": "--epochs/--budget", "budget_unit": "--epochs/--budget", "scores": "--scores",
+    "hard_top": "--hard-top", "seeds": "--seeds",
     "long_top": "--long-top", "long_factor": "--long-factor", "test_limit": "--test-limit",
 }
 
@@ -65,7 +71,7 @@ class StudySettings:
     """Everything that makes runs comparable; saved in study.json, fixed for a study."""
 
     base_configs: dict[str, dict[str, Any]]  # architecture -> Config.to_dict() of its base
-    budget: float  # minutes of wall time per run (training plus per-epoch validation)
+    budget: float  # per run: epochs, or minutes of wall time (training plus validation)
     scores: list[str]
     hard_top: int  # hard-attention runs for this many best soft scores of each architecture
     seeds: list[int]
@@ -78,11 +84,28 @@ class StudySettings:
     beam: int = 5
     length_penalty: float = 0.6
     batch_size: int = 64
-    epochs: int = STUDY_EPOCHS  # so large that the budget ends every run
+    epochs: int = STUDY_EPOCHS  # the epoch cap of a budget in minutes (large: the clock ends)
+    budget_unit: str = "minutes"  # or "epochs" (study.json files before epochs: minutes)
 
     @property
     def architectures(self) -> list[str]:
         return list(self.base_configs)
+
+    @property
+    def in_epochs(self) -> bool:
+        return self.budget_unit == "epochs"
+
+    def run_budget(self, factor: float = 1.0) -> float:
+        """A run's budget in the study's unit: `factor` times the budget (whole epochs)."""
+        budget = self.budget * factor
+        return float(max(1, round(budget))) if self.in_epochs else budget
+
+    def budget_text(self, factor: float = 1.0, short: bool = False) -> str:
+        """"4 epochs", "3.5 minutes" ("3.5 min" when `short`) for `factor` times the budget."""
+        amount = self.run_budget(factor)
+        if self.in_epochs:
+            return f"{amount:g} epoch{'' if amount == 1 else 's'}"
+        return f"{amount:g} {'min' if short else 'minutes'}"
 
     def validate(self, deep: bool = True) -> StudySettings:
         """Raise NmtError for settings no study can run with; return self.
@@ -100,7 +123,13 @@ class StudySettings:
                 raise NmtError(f"{option}: expected distinct values, received {values}")
         _check(0 <= self.hard_top <= len(self.scores), "--hard-top",
                f"0..{len(self.scores)} (the number of scores)", self.hard_top)
-        _check(self.budget > 0, "--budget", "> 0 minutes", self.budget)
+        _check(self.budget_unit in BUDGET_UNITS, "budget unit", f"one of {BUDGET_UNITS}",
+               self.budget_unit)
+        if self.in_epochs:
+            _check(self.budget >= 1 and float(self.budget).is_integer(), "--epochs",
+                   "a whole number >= 1", self.budget)
+        else:
+            _check(self.budget > 0, "--budget", "> 0 minutes", self.budget)
         _check(self.long_top >= 0, "--long-top", ">= 0", self.long_top)
         _check(self.long_factor > 1, "--long-factor", "> 1", self.long_factor)
         _check(self.test_limit is None or self.test_limit >= 1, "--test-limit", ">= 1",
@@ -191,8 +220,12 @@ def run_config(settings: StudySettings, spec: RunSpec, data_dir: str | None) -> 
     budget and epochs set."""
     values = copy.deepcopy(settings.base_configs[spec.architecture])
     values["model"].update(score=spec.score, attention_mode=spec.mode)
-    values["train"].update(time_budget=settings.budget * spec.factor, epochs=settings.epochs,
-                           seed=spec.seed)
+    if settings.in_epochs:  # the schedule (cosine) anneals over exactly these epochs
+        values["train"].update(time_budget=None, epochs=int(settings.run_budget(spec.factor)))
+    else:
+        values["train"].update(time_budget=settings.run_budget(spec.factor),
+                               epochs=settings.epochs)
+    values["train"]["seed"] = spec.seed
     if data_dir is not None:
         values["data"]["data_dir"] = str(data_dir)
     try:
@@ -252,8 +285,8 @@ def resolve_settings(requested: dict[str, Any], saved: StudySettings | None,
             from nmt.cli.train import score_names
 
             given["scores"] = score_names()
-        values = {"budget": DEFAULT_BUDGET, "hard_top": DEFAULT_HARD_TOP,
-                  "seeds": list(DEFAULT_SEEDS), **given}
+        values = {"budget": DEFAULT_BUDGET, "budget_unit": DEFAULT_BUDGET_UNIT,
+                  "hard_top": DEFAULT_HARD_TOP, "seeds": list(DEFAULT_SEEDS), **given}
         return StudySettings(base_configs=bases, config_files=config_files,
                              **values).validate(deep)
     candidate_values = {**asdict(saved), **given}

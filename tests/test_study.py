@@ -1,11 +1,11 @@
 """Tests of the attention study (`nmt.study`).
 
 One tiny study is shared by the module: the RNN with two soft scores and two seeds, one hard
-score and one longer run, a few seconds each on real Multi30k pairs, evaluated on 20 test
-sentences. It is first interrupted (Ctrl-C while the second run is evaluated), then resumed;
-the tests read its runs and document, and re-run it to check what is (not) redone. The
-planner with two architectures, the slow-run flagging, `--rerun-slow` and the Transformer's
-per-head table are tested on fake run files, without training.
+score and one longer run, one epoch each (the longer run two) on real Multi30k pairs,
+evaluated on 20 test sentences. It is first interrupted (Ctrl-C while the second run is
+evaluated), then resumed; the tests read its runs and document, and re-run it to check what
+is (not) redone. The planner with two architectures, the slow-run flagging, `--rerun-slow`
+and the Transformer's per-head table are tested on fake run files, without training.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from tests.helpers import REPO, tiny_config
 
 SCORES = ["dot", "general"]
 SEEDS = [1, 2]
-BUDGET = "0.1"  # minutes per run
-LONG_FACTOR = 1.5
+EPOCHS = 1  # per run (the longer run: LONG_FACTOR times as many)
+LONG_FACTOR = 2
 TEST_LIMIT = 20
 WEIGHTS = ("best.weights.h5", "last.weights.h5")
 
@@ -92,7 +92,7 @@ def tiny_study(tmp_path_factory, multi30k_dir) -> Study:
     config = tiny_config().save(root / "tiny.json")
     study_dir, docs_dir = root / "studies" / "attention", root / "docs"
     args = ["--data-dir", str(multi30k_dir), "--config", str(config), "--architectures", "rnn",
-            "--budget", BUDGET, "--study-dir", str(study_dir), "--docs-dir", str(docs_dir),
+            "--epochs", str(EPOCHS), "--study-dir", str(study_dir), "--docs-dir", str(docs_dir),
             "--scores", *SCORES, "--seeds", *map(str, SEEDS), "--hard-top", "1",
             "--long-top", "1", "--long-factor", str(LONG_FACTOR),
             "--test-limit", str(TEST_LIMIT), "--quiet"]
@@ -196,8 +196,9 @@ def test_every_planned_run_has_metrics_and_result(tiny_study):
         config = read_json(run / "config.json")
         factor = LONG_FACTOR if name.endswith(f"-x{LONG_FACTOR:g}") else 1.0
         arch, score, mode, seed = name.split("-")[:4]
-        assert metrics["stopped_by"] == "time_budget"
-        assert config["train"]["time_budget"] == pytest.approx(float(BUDGET) * factor)
+        assert metrics["stopped_by"] == "epochs"
+        assert config["train"]["time_budget"] is None
+        assert config["train"]["epochs"] == len(metrics["epochs"]) == EPOCHS * factor
         assert config["train"]["seed"] == int(seed[1:]) == result["seed"]
         assert (result["architecture"], result["score"], result["mode"],
                 result["budget_factor"], result["sentences"]) == (arch, score, mode, factor,
@@ -217,7 +218,7 @@ def test_runs_share_tokenizers_and_settings(tiny_study):
     configs = [read_json(tiny_study.study_dir / run / "config.json") for run in runs]
     for config in configs:
         for section, key in (("model", "score"), ("model", "attention_mode"),
-                             ("train", "seed"), ("train", "time_budget")):
+                             ("train", "seed"), ("train", "epochs")):
             config[section].pop(key)
     assert all(config == configs[0] for config in configs)
 
@@ -274,14 +275,15 @@ def test_runs_table_has_every_runs_speed_and_the_long_table_its_baseline(tiny_st
     assert mean_and_range(long["one-budget test BLEU"])[0] == pytest.approx(baseline, abs=0.005)
     change = read_json(study_dir / name / "result.json")["bleu"] - baseline
     assert close(long["test BLEU change"], change, 2)
-    assert float(long["budget (min)"]) == pytest.approx(float(BUDGET) * LONG_FACTOR)
+    assert long["budget"] == f"{EPOCHS * LONG_FACTOR} epochs"
 
 
 def test_document_names_settings_figures_and_regeneration(tiny_study):
     text = tiny_study.document.read_text(encoding="utf-8")
     assert f"--report-only --study-dir {tiny_study.study_dir}" in text
     assert f"tensorboard --logdir {tiny_study.study_dir}" in text
-    assert f"{float(BUDGET):g} minutes of wall time per run" in text
+    assert f"Budget: {EPOCHS} epoch per run" in text and "cosine schedule over exactly" in text
+    assert "## Validation BLEU over epochs" in text
     assert f"its first {TEST_LIMIT} sentences" in text
     assert "Seeds: 1, 2" in text
     for name in ("curves.png", "sentence-1.png", "sentence-2.png", "sentence-3.png"):
@@ -361,19 +363,23 @@ def test_interrupted_training_is_resumed_from_its_checkpoint(tiny_study, monkeyp
     assert study.main(tiny_study.args) == 0
     assert calls == Calls(train=["rnn-dot-soft-s2"], evaluate=["rnn-dot-soft-s2"])
     resumed = read_json(run / "metrics.json")
-    # The budget was spent: train() resumed from the checkpoint and trained no new epoch.
+    # Its epochs were done: train() resumed from the checkpoint and trained no new epoch.
     assert resumed["epochs"] == metrics["epochs"]
-    assert resumed["stopped_by"] == "time_budget"
+    assert resumed["stopped_by"] == "epochs"
 
 
 # ------------------------------------------------------------------ refused input
 def test_other_settings_are_refused_with_a_way_out(tiny_study, capsys):
     args = [*tiny_study.args]
-    args[args.index("--budget") + 1] = "0.2"
+    args[args.index("--epochs") + 1] = "2"
     assert study.main(args) == 2
     error = capsys.readouterr().err
-    assert "--budget: study has 0.1, requested 0.2" in error
+    assert "--epochs/--budget: study has 1.0, requested 2.0" in error
     assert "--study-dir" in error
+    args[args.index("--epochs"):args.index("--epochs") + 2] = ["--budget", "1"]
+    assert study.main(args) == 2
+    assert "--epochs/--budget: study has 'epochs', requested 'minutes'" in \
+        capsys.readouterr().err
     assert study.main([*tiny_study.args, "--seeds", "1"]) == 2
     assert "--seeds: study has [1, 2], requested [1]" in capsys.readouterr().err
 
@@ -382,6 +388,7 @@ def test_other_settings_are_refused_with_a_way_out(tiny_study, capsys):
     (["--scores", "dot", "nope"], "unknown attention score 'nope'"),
     (["--scores", "dot", "--hard-top", "2"], "--hard-top: expected 0..1"),
     (["--budget", "0"], "--budget: expected > 0 minutes"),
+    (["--epochs", "0"], "--epochs: expected a whole number >= 1"),
     (["--seeds", "1", "1"], "--seeds: expected distinct values"),
     (["--long-factor", "1"], "--long-factor: expected > 1"),
     (["--test-limit", "0"], "--test-limit: expected >= 1"),
@@ -441,12 +448,19 @@ def test_dry_run_prints_the_plan_and_its_time_without_tensorflow(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["todo", "3.5", "min", "rnn-dot-soft-s1234"]
+    assert lines[0].split() == ["todo", "4", "epochs", "rnn-dot-soft-s1234"]
     assert sum("-soft-s" in line and "x3" not in line for line in lines) == 20
     assert sum("-hard-s" in line for line in lines) == 8
-    assert sum("-x3" in line for line in lines) == 5
-    hours = float(re.search(r"about ([\d.]+) hours left", lines[-1]).group(1))
-    assert 2.5 <= hours <= 3.5
+    assert sum("-x3" in line and "12 epochs" in line for line in lines) == 5
+    # 43 budgets of 4 epochs at the guessed minutes per epoch, plus start-up and evaluation.
+    per_run = {arch: (study_plan.STARTUP_SECONDS + fixed + 500 * each) / 60
+               for arch, (fixed, each) in study_plan.EVALUATION_SECONDS.items()}
+    minutes = sum(runs * (4 * factor * study_plan.EPOCH_MINUTES[arch] + per_run[arch])
+                  for arch, runs, factor in (("rnn", 14, 1), ("transformer", 14, 1),
+                                             ("rnn", 3, 3), ("transformer", 2, 3)))
+    found = re.search(r"about ([\d.]+) hours left \((\d+) minutes", lines[-1])
+    assert int(found.group(2)) == round(minutes)
+    assert "minutes per epoch: rnn 2.4" in lines[-1] and "2-core AVX2 machine" in lines[-1]
     assert not (tmp_path / "s").exists()  # a dry run writes nothing
 
 
@@ -550,6 +564,31 @@ def test_run_config_sets_seed_budget_and_architecture():
         "transformer", "cosine", "hard", 2, 6.0, "data/dir")
     assert RunSpec("rnn", "additive", "soft", 1234).name == "rnn-additive-soft-s1234"
     assert RunSpec("rnn", "additive", "soft", 1234, 3.0).name == "rnn-additive-soft-s1234-x3"
+
+
+def test_a_budget_in_epochs_trains_whole_epochs_without_a_clock():
+    settings = fake_settings()
+    settings.budget, settings.budget_unit = 4.0, "epochs"
+    config = study_runs.run_config(settings, RunSpec("rnn", "dot", "soft", 1, 3.0), None)
+    assert (config.train.epochs, config.train.time_budget) == (12, None)
+    assert settings.budget_text() == "4 epochs" and settings.budget_text(0.2) == "1 epoch"
+    settings.budget_unit = "minutes"
+    assert settings.budget_text(3.0, short=True) == "12 min"
+    assert study_runs.run_config(settings, RunSpec("rnn", "dot", "soft", 1),
+                                 None).train.time_budget == 4.0
+
+
+def test_minutes_per_epoch_come_from_the_studys_runs_once_there_are_some(tmp_path):
+    settings = fake_settings()
+    settings.budget_unit = "epochs"
+    guessed = {"rnn": study_plan.EPOCH_MINUTES["rnn"],
+               "transformer": study_plan.EPOCH_MINUTES["transformer"]}
+    assert study_plan.epoch_minutes(settings, tmp_path) == (guessed, False)
+    write_fake_run(tmp_path, RunSpec("rnn", "dot", "soft", 1), 20.0)  # 2 epochs in 2 minutes
+    assert study_plan.epoch_minutes(settings, tmp_path) == ({**guessed, "rnn": 1.0}, False)
+    write_fake_run(tmp_path, RunSpec("transformer", "dot", "soft", 1), 20.0)
+    assert study_plan.epoch_minutes(settings, tmp_path) == ({"rnn": 1.0, "transformer": 1.0},
+                                                            True)
 
 
 def test_a_run_is_slow_below_three_quarters_of_its_siblings_median():
