@@ -224,6 +224,10 @@ def run_study(settings: StudySettings, study_dir: str | Path, data_dir: str | No
     study_dir = Path(study_dir)
     if data_dir is not None and not Path(data_dir).is_dir():
         raise NmtError(f"--data-dir {data_dir}: no such directory")
+    if rerun and settings.in_epochs:
+        raise NmtError(f"--rerun-slow: the study in {study_dir} trains every run for "
+                       f"{settings.budget_text()}, so a slow run trained the same model as a "
+                       "fast one; there is nothing to train again")
     with folder_lock(study_dir, "study directory", "wait until that study ends, or give "
                      "another --study-dir"):
         write_study(study_dir, settings, data_dir)
@@ -335,8 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {DEFAULT_LONG_FACTOR:g})")
     parser.add_argument("--test-limit", type=int, help="evaluate on the first N test "
                         f"sentences only (default: {DEFAULT_TEST_LIMIT})")
-    parser.add_argument("--rerun-slow", action="store_true", help="move runs that trained "
-                        "slower than their siblings aside (<run>.slow-<n>) and train them again")
+    parser.add_argument("--rerun-slow", action="store_true", help="a study with a budget in "
+                        "minutes: move runs that trained slower than their siblings aside "
+                        "(<run>.slow-<n>) and train them again")
     parser.add_argument("--dry-run", "--plan", action="store_true", help="print the planned "
                         "runs and the estimated time, train nothing")
     parser.add_argument("--report-only", action="store_true",

@@ -656,6 +656,15 @@ def test_rerun_slow_moves_the_slow_run_aside_and_deletes_nothing(tmp_path, monke
     assert moved.is_dir()
 
 
+def test_rerun_slow_is_refused_when_the_budget_is_in_epochs(tiny_study, capsys):
+    before = weight_times(tiny_study.study_dir)
+    assert study.main([*tiny_study.args, "--rerun-slow"]) == 2
+    error = capsys.readouterr().err
+    assert "--rerun-slow: the study in" in error and "1 epoch, so a slow run" in error
+    assert weight_times(tiny_study.study_dir) == before
+    assert not list(tiny_study.study_dir.glob("*.slow-*"))
+
+
 def test_head_statistics_are_attention_statistics_per_layer_and_head():
     rng = np.random.default_rng(0)
     heads = [rng.dirichlet(np.ones(5), size=(2, 3, 4)), None,
