@@ -11,6 +11,8 @@ from tests.helpers import MULTI30K, tiny_config  # imports no TensorFlow
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # must be set before tensorflow is imported
 
+pytest_plugins = ["tests.browser"]  # the `browser` fixture: a headless Chromium
+
 
 @pytest.fixture(scope="session")
 def multi30k_dir() -> Path:

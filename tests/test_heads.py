@@ -1,6 +1,6 @@
 """A Transformer's cross-attention per layer and head, end to end: train.py's Transformer
-flags, translate.py --plot-heads and --json --heads, the HTTP API's "heads", and one-line
-refusals for an RNN checkpoint."""
+flags, translate.py --plot-heads and --json --heads, the HTTP API's "heads", the web page's
+layer · head menu (in headless Chromium), and one-line refusals for an RNN checkpoint."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from matplotlib.image import imread
 
 from nmt.cli import translate
+from tests.browser import CELLS_SCRIPT, WAIT
 from tests.helpers import MULTI30K, REPO, assert_clean_error
 from tests.server import running_server
 from tests.test_service import post, request
@@ -110,3 +111,45 @@ def test_the_api_gives_heads_when_asked(transformer_run):
                                        atol=1e-4)
         status, answer = post(url, {"text": SENTENCE})
         assert status == 200 and "heads" not in answer["translations"][0]
+
+
+def test_the_page_draws_the_chosen_layer_and_head(browser, transformer_run):
+    """The web page's layer · head menu (shown for a Transformer only): every choice redraws
+    the heatmap with that layer's head, or that layer's average over heads, of the answer."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def drawn() -> np.ndarray:
+        cells = browser.execute_script(CELLS_SCRIPT)
+        matrix = np.zeros((max(c[0] for c in cells) + 1, max(c[1] for c in cells) + 1))
+        for row, col, _, _, weight, *_ in cells:
+            matrix[row, col] = weight
+        return matrix
+
+    with running_server(checkpoint=transformer_run) as url:
+        wait, find = WebDriverWait(browser, WAIT), browser.find_element
+        browser.get(url + "/")
+        wait.until(lambda d: find(By.ID, "status").get_attribute("data-state") == "ready")
+        assert find(By.ID, "view-choice").is_displayed()
+        menu = Select(find(By.ID, "view-select"))
+        assert [o.get_attribute("value") for o in menu.options] == ["default"] + [
+            value for layer in range(LAYERS)
+            for value in (str(layer), *(f"{layer}.{head}" for head in range(HEADS)))]
+        find(By.ID, "source").clear()
+        find(By.ID, "source").send_keys(SENTENCE)
+        find(By.ID, "translate").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#heatmap .cell")
+                   and not d.find_element(By.ID, "translate").get_attribute("disabled"))
+        _, info = request(url + "/info")
+        status, answer = post(url, {"text": SENTENCE, "heads": True,
+                                    "beam": info["limits"]["default_beam"]})
+        assert status == 200, answer
+        expected = answer["translations"][0]
+        assert find(By.ID, "translation").text == expected["translation"]
+        heads = np.array(expected["heads"])  # [layers, heads, tt, ts]
+        np.testing.assert_allclose(drawn(), expected["attention"], atol=1e-6)
+        for value, matrix in (("1.1", heads[1, 1]), ("0.0", heads[0, 0]),
+                              ("1", heads[1].mean(axis=0)), ("default", heads[0].mean(axis=0))):
+            menu.select_by_value(value)
+            np.testing.assert_allclose(drawn(), matrix, atol=1e-6, err_msg=value)
+        assert not np.allclose(heads[1, 1], heads[1, 0], atol=1e-3)  # the heads differ

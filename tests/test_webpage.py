@@ -16,16 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import CELLS_SCRIPT, WAIT
 from tests.server import running_server
 
 REPO = Path(__file__).resolve().parents[1]
 WEB = REPO / "nmt" / "web"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SENTENCE = "Ein Mann fährt Fahrrad."
 MORE = ["Zwei Hunde spielen im Schnee.", "Kinder spielen."]
 PARAGRAPH = "Ein Hund rennt. Eine Frau liest ein Buch."
-WAIT = 60  # seconds for anything the page does (a translation takes well under a second)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -40,42 +38,6 @@ def api(url: str, path: str, payload: dict | None = None) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-def require_browser() -> None:
-    """Fail (not skip): the page is a feature, and these tests are how it is checked."""
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if missing:
-        pytest.fail(f"the web page tests need Chromium and its driver; missing {missing}. "
-                    "Install them with `apt-get install chromium chromium-driver`.")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        pytest.fail('the web page tests need selenium: pip install -e ".[test]"')
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    for argument in ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", f"--user-data-dir={profile}", "--window-size=1280,1000",
-                     "--lang=en-US"]:
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(WAIT)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +57,6 @@ def save_screenshot(driver, path: Path) -> None:
     assert path.is_file() and len(data) > len(PNG_MAGIC) and data.startswith(PNG_MAGIC)
 
 
-CELLS_SCRIPT = """
-return Array.from(document.querySelectorAll('#heatmap .cell')).map(cell => [
-  Number(cell.dataset.row), Number(cell.dataset.col), cell.dataset.source,
-  cell.dataset.target, Number(cell.dataset.weight), cell.classList.contains('marked'),
-  getComputedStyle(cell).backgroundColor]);
-"""
 
 
 # -------------------------------------------------------------------------- tests
