@@ -130,7 +130,7 @@ def test_the_page_draws_the_chosen_layer_and_head(browser, transformer_run):
         wait, find = WebDriverWait(browser, WAIT), browser.find_element
         browser.get(url + "/")
         wait.until(lambda d: find(By.ID, "status").get_attribute("data-state") == "ready")
-        assert find(By.ID, "view-choice").is_displayed()
+        assert find(By.ID, "view-choice").get_attribute("hidden") is None  # a Transformer
         menu = Select(find(By.ID, "view-select"))
         assert [o.get_attribute("value") for o in menu.options] == ["default"] + [
             value for layer in range(LAYERS)
@@ -140,6 +140,7 @@ def test_the_page_draws_the_chosen_layer_and_head(browser, transformer_run):
         find(By.ID, "translate").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#heatmap .cell")
                    and not d.find_element(By.ID, "translate").get_attribute("disabled"))
+        assert find(By.ID, "view-choice").is_displayed()  # beside the drawn heatmap
         _, info = request(url + "/info")
         status, answer = post(url, {"text": SENTENCE, "heads": True,
                                     "beam": info["limits"]["default_beam"]})
@@ -149,7 +150,8 @@ def test_the_page_draws_the_chosen_layer_and_head(browser, transformer_run):
         heads = np.array(expected["heads"])  # [layers, heads, tt, ts]
         np.testing.assert_allclose(drawn(), expected["attention"], atol=1e-6)
         for value, matrix in (("1.1", heads[1, 1]), ("0.0", heads[0, 0]),
-                              ("1", heads[1].mean(axis=0)), ("default", heads[0].mean(axis=0))):
+                              ("1", heads[1].mean(axis=0)),
+                              ("default", np.array(expected["attention"]))):
             menu.select_by_value(value)
             np.testing.assert_allclose(drawn(), matrix, atol=1e-6, err_msg=value)
         assert not np.allclose(heads[1, 1], heads[1, 0], atol=1e-3)  # the heads differ
