@@ -1,6 +1,6 @@
 """The attention study: every scoring function, soft and hard, in both architectures.
 
-    python -m nmt.study --data-dir path/to/multi30k               # 3.5-8.5 hours on 2 cores
+    python -m nmt.study --data-dir path/to/multi30k               # 3.5-8 hours on 2 cores
     python -m nmt.study --dry-run                                 # the plan and its time
     python -m nmt.study --data-dir DIR --epochs 8 --study-dir studies/attention-8-epochs
     python -m nmt.study --report-only                             # document only
@@ -50,7 +50,12 @@ from nmt.files import atomic_write_text  # noqa: E402
 from nmt.locking import folder_lock  # noqa: E402
 from nmt.machine import machine_facts  # noqa: E402
 from nmt.quiet import load_tensorflow  # noqa: E402
-from nmt.rundir import BEST_WEIGHTS_FILE, TOKENIZER_FILES, checked_write  # noqa: E402
+from nmt.rundir import (  # noqa: E402
+    BEST_WEIGHTS_FILE,
+    METRICS_FILE,
+    TOKENIZER_FILES,
+    checked_write,
+)
 from nmt.study_plan import (  # noqa: E402
     epoch_minutes,
     estimated_minutes,
@@ -104,6 +109,27 @@ def share_tokenizers(study_dir: Path, run_dir: Path, specs: Sequence[RunSpec]) -
                     shutil.copyfile(donor / name, temporary)
             logger.info("%s: reusing the tokenizers of %s", run_dir.name, spec.name)
             return
+
+
+def continue_short_run(settings: StudySettings, study_dir: Path, spec: RunSpec) -> str | None:
+    """Start a longer run as a copy of its seed's finished one-budget run (without its
+    result.json, and with training not yet done), so that training goes on from its last
+    epoch instead of repeating it. Only for a budget in epochs and a schedule in
+    `nmt.study_runs.STEP_SCHEDULES` (`StudySettings.long_runs_continue`). Returns the name
+    of the copied run, or None when the run is trained from scratch."""
+    run_dir = study_dir / spec.name
+    short = study_dir / RunSpec(*spec.setting, spec.seed).name
+    if (not spec.long or not settings.long_runs_continue(spec.architecture)
+            or run_dir.exists() or not finished(short)):
+        return None
+    copying = run_dir.with_name(f"{run_dir.name}.copying")
+    shutil.rmtree(copying, ignore_errors=True)  # left by an interrupted copy
+    shutil.copytree(short, copying, ignore=shutil.ignore_patterns(RESULT_FILE, ".lock"))
+    metrics = json.loads((copying / METRICS_FILE).read_text(encoding="utf-8"))
+    metrics.pop("stopped_by", None)  # training goes on
+    atomic_write_text(copying / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    copying.rename(run_dir)
+    return short.name
 
 
 def train_run(settings: StudySettings, spec: RunSpec, run_dir: Path, data_dir: str | None,
@@ -254,6 +280,10 @@ def _run_planned(settings: StudySettings, study_dir: Path, data_dir: str | None,
             logger.info("%s: finished earlier, skipped", step)
             continue
         if not training_done(run_dir):
+            source = continue_short_run(settings, study_dir, spec)
+            if source:
+                logger.info("%s: continuing %s, whose %s are its first", step, source,
+                            settings.budget_text())
             logger.info("%s: training for %s", step, settings.budget_text(spec.factor))
             share_tokenizers(study_dir, run_dir, done)
             train_run(settings, spec, run_dir, data_dir, progress)

@@ -140,6 +140,8 @@ def estimated_minutes(settings: StudySettings, run: PlannedRun,
     fixed, per_sentence = EVALUATION_SECONDS[run.architecture]
     sentences = settings.test_limit or FULL_TEST_SENTENCES
     training = settings.run_budget(run.factor)
+    if run.factor != 1.0 and settings.long_runs_continue(run.architecture):
+        training -= settings.run_budget()  # goes on from its seed's one-budget run
     if settings.in_epochs:
         training *= epoch_minutes[run.architecture]
     return training + (STARTUP_SECONDS + fixed + per_sentence * sentences) / 60.0

@@ -349,9 +349,14 @@ def _long_text(settings: StudySettings) -> str:
         return "no longer-budget runs (`--long-top 0`)"
     best = ("the best setting" if settings.long_top == 1 else
             f"the {settings.long_top} best settings")
-    return (f"the longer-budget check: {best} overall by mean validation BLEU, plus additive "
+    text = (f"the longer-budget check: {best} overall by mean validation BLEU, plus additive "
             f"soft attention of each architecture, once each (seed {settings.seeds[0]}) with "
             f"{settings.long_factor:g} times the budget")
+    if settings.in_epochs:
+        text += (" (where the learning rate depends on the step alone, `constant` or "
+                 "`inverse_sqrt`, a longer run goes on from its seed's one-budget run instead "
+                 "of training its first epochs again)")
+    return text
 
 
 def _best_scores(count: int) -> str:

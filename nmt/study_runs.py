@@ -51,6 +51,8 @@ DEFAULT_LONG_TOP = 3
 DEFAULT_LONG_FACTOR = 3.0
 DEFAULT_TEST_LIMIT = 500  # Transformer beam-5 decoding of all 1,000 takes 60-100 s here
 LONG_BASELINE_SCORE = "additive"  # every architecture's additive-soft run is also run long
+# Learning-rate schedules that depend on the step alone, not on the run's length.
+STEP_SCHEDULES = ("constant", "inverse_sqrt")
 STUDY_EPOCHS = 1000  # with a budget in minutes, the clock, not the epoch count, ends every run
 TEST_SPLIT = "test_2016_flickr"
 # Test sentences whose heatmaps are drawn: 12, 10 and 13 words, the last two with a
@@ -94,6 +96,13 @@ class StudySettings:
     @property
     def in_epochs(self) -> bool:
         return self.budget_unit == "epochs"
+
+    def long_runs_continue(self, architecture: str) -> bool:
+        """Whether a longer run of `architecture` goes on from its seed's one-budget run: with
+        a budget in epochs and a schedule that depends on the step alone (STEP_SCHEDULES; a
+        cosine schedule follows the run's length), their first epochs are the same."""
+        schedule = self.base_configs[architecture]["train"].get("lr_schedule")
+        return self.in_epochs and schedule in STEP_SCHEDULES
 
     def run_budget(self, factor: float = 1.0) -> float:
         """A run's budget in the study's unit: `factor` times the budget (whole epochs)."""

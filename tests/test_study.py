@@ -210,6 +210,39 @@ def test_every_planned_run_has_metrics_and_result(tiny_study):
             assert result["max_attention_weight"] == pytest.approx(1.0)
 
 
+def test_a_longer_run_goes_on_from_its_seeds_run_when_the_rate_ignores_the_length(tiny_study):
+    """The tiny config's constant learning rate depends on the step alone, so the longer run
+    starts as a copy of its seed's one-budget run and trains only the epochs after it."""
+    runs = planned_runs(tiny_study.study_dir)
+    long = tiny_study.study_dir / runs[-1]
+    short = tiny_study.study_dir / runs[-1].rsplit("-x", 1)[0]
+    assert read_json(short / "config.json")["train"]["lr_schedule"] == "constant"
+    short_epochs = read_json(short / "metrics.json")["epochs"]
+    long_epochs = read_json(long / "metrics.json")["epochs"]
+    assert len(short_epochs) == EPOCHS and len(long_epochs) == EPOCHS * LONG_FACTOR
+    assert long_epochs[:EPOCHS] == short_epochs  # copied, not trained again
+    assert long_epochs[EPOCHS]["epoch"] == EPOCHS + 1
+    assert read_json(long / "result.json")["run"] == long.name  # evaluated on its own
+    assert not list(tiny_study.study_dir.glob("*.copying"))
+
+
+def test_a_cosine_schedule_or_a_budget_in_minutes_trains_the_longer_run_afresh(tmp_path):
+    settings = fake_settings()
+    spec = RunSpec("rnn", "dot", "soft", 1, 3.0)
+    write_fake_run(tmp_path, RunSpec("rnn", "dot", "soft", 1), 20.0)
+    settings.base_configs["rnn"]["train"]["lr_schedule"] = "inverse_sqrt"
+    assert study.continue_short_run(settings, tmp_path, spec) is None  # minutes
+    settings.budget_unit = "epochs"
+    settings.base_configs["rnn"]["train"]["lr_schedule"] = "cosine"
+    assert study.continue_short_run(settings, tmp_path, spec) is None
+    assert not (tmp_path / spec.name).exists()
+    settings.base_configs["rnn"]["train"]["lr_schedule"] = "inverse_sqrt"
+    assert study.continue_short_run(settings, tmp_path, spec) == "rnn-dot-soft-s1"
+    assert "stopped_by" not in read_json(tmp_path / spec.name / "metrics.json")
+    assert not (tmp_path / spec.name / "result.json").exists()
+    assert study.continue_short_run(settings, tmp_path, spec) is None  # started already
+
+
 def test_runs_share_tokenizers_and_settings(tiny_study):
     runs = planned_runs(tiny_study.study_dir)
     for name in ("source.model", "target.model"):
@@ -452,12 +485,13 @@ def test_dry_run_prints_the_plan_and_its_time_without_tensorflow(tmp_path):
     assert sum("-soft-s" in line and "x3" not in line for line in lines) == 20
     assert sum("-hard-s" in line for line in lines) == 8
     assert sum("-x3" in line and "12 epochs" in line for line in lines) == 5
-    # 43 budgets of 4 epochs at the guessed minutes per epoch, plus start-up and evaluation.
+    # 43 budgets of 4 epochs at the guessed minutes per epoch, plus start-up and evaluation;
+    # the RNN's longer runs (inverse_sqrt) go on from their 4-epoch runs: 8 epochs each.
     per_run = {arch: (study_plan.STARTUP_SECONDS + fixed + 500 * each) / 60
                for arch, (fixed, each) in study_plan.EVALUATION_SECONDS.items()}
     minutes = sum(runs * (4 * factor * study_plan.EPOCH_MINUTES[arch] + per_run[arch])
                   for arch, runs, factor in (("rnn", 14, 1), ("transformer", 14, 1),
-                                             ("rnn", 3, 3), ("transformer", 2, 3)))
+                                             ("rnn", 3, 2), ("transformer", 2, 3)))
     found = re.search(r"about ([\d.]+) hours left \((\d+) minutes", lines[-1])
     assert int(found.group(2)) == round(minutes)
     assert "minutes per epoch: rnn 2.4" in lines[-1] and "2-core AVX2 machine" in lines[-1]
