@@ -320,11 +320,11 @@ def plan_text(settings: StudySettings, study_dir: Path) -> str:
                  f"finished); about {minutes / 60:.1f} hours left ({minutes:.0f} minutes: "
                  f"training budgets, start-up and evaluation on {sentences} test sentences)")
     if settings.in_epochs:
-        speeds = ", ".join(f"{arch} {per_epoch[arch]:.1f}" for arch in settings.architectures)
-        lines[-1] += (f"; minutes per epoch: {speeds}, "
-                      + ("measured on this study's runs" if measured else
-                         "before the study's own runs: of a 2-core AVX2 machine, the "
-                         "slowest the study has run on"))
+        speeds = ", ".join(f"{arch} {per_epoch[arch]:.1f} ("
+                           + ("this study's runs" if arch in measured else
+                              "a 2-core AVX2 machine's, until the study has its own") + ")"
+                           for arch in settings.architectures)
+        lines[-1] += f"; minutes per epoch: {speeds}"
     if any("<" in run.name for run in runs):
         lines[-1] += "; the runs in <...> will be chosen by the finished runs"
     return "\n".join(lines)

@@ -147,10 +147,10 @@ def estimated_minutes(settings: StudySettings, run: PlannedRun,
     return training + (STARTUP_SECONDS + fixed + per_sentence * sentences) / 60.0
 
 
-def epoch_minutes(settings: StudySettings, study_dir: Path) -> tuple[dict[str, float], bool]:
+def epoch_minutes(settings: StudySettings, study_dir: Path) -> tuple[dict[str, float], set[str]]:
     """Minutes per epoch of each architecture: the mean over the study's finished runs
-    (wall time of training and validation / epochs), else `EPOCH_MINUTES`. Also whether
-    every architecture's figure was measured in this study."""
+    (wall time of training and validation / epochs), else `EPOCH_MINUTES`. Also the
+    architectures whose figure was measured in this study."""
     measured: dict[str, list[float]] = {}
     for spec in plan(settings, study_dir):
         run_dir = study_dir / spec.name
@@ -161,7 +161,7 @@ def epoch_minutes(settings: StudySettings, study_dir: Path) -> tuple[dict[str, f
                     float(epochs[-1]["wall_time"]) / 60.0 / len(epochs))
     minutes = {arch: (sum(measured[arch]) / len(measured[arch]) if arch in measured
                       else EPOCH_MINUTES[arch]) for arch in settings.architectures}
-    return minutes, all(arch in measured for arch in settings.architectures)
+    return minutes, set(measured)
 
 
 # ------------------------------------------------------------------ slow runs
