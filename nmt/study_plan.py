@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from nmt.rundir import METRICS_FILE
 from nmt.study_runs import (
@@ -147,18 +148,24 @@ def estimated_minutes(settings: StudySettings, run: PlannedRun,
     return training + (STARTUP_SECONDS + fixed + per_sentence * sentences) / 60.0
 
 
-def epoch_minutes(settings: StudySettings, study_dir: Path) -> tuple[dict[str, float], set[str]]:
-    """Minutes per epoch of each architecture: the mean over the study's finished runs
-    (wall time of training and validation / epochs), else `EPOCH_MINUTES`. Also the
-    architectures whose figure was measured in this study."""
-    measured: dict[str, list[float]] = {}
+def finished_epochs(settings: StudySettings, study_dir: Path) -> Iterator[tuple[RunSpec, list[dict]]]:
+    """(spec, metrics epochs) of every finished planned run that recorded an epoch."""
     for spec in plan(settings, study_dir):
         run_dir = study_dir / spec.name
         if finished(run_dir):
             epochs = read_json(run_dir / METRICS_FILE).get("epochs") or []
             if epochs:
-                measured.setdefault(spec.architecture, []).append(
-                    float(epochs[-1]["wall_time"]) / 60.0 / len(epochs))
+                yield spec, epochs
+
+
+def epoch_minutes(settings: StudySettings, study_dir: Path) -> tuple[dict[str, float], set[str]]:
+    """Minutes per epoch of each architecture: the mean over the study's finished runs
+    (wall time of training and validation / epochs), else `EPOCH_MINUTES`. Also the
+    architectures whose figure was measured in this study."""
+    measured: dict[str, list[float]] = {}
+    for spec, epochs in finished_epochs(settings, study_dir):
+        measured.setdefault(spec.architecture, []).append(
+            float(epochs[-1]["wall_time"]) / 60.0 / len(epochs))
     minutes = {arch: (sum(measured[arch]) / len(measured[arch]) if arch in measured
                       else EPOCH_MINUTES[arch]) for arch in settings.architectures}
     return minutes, set(measured)
@@ -167,14 +174,8 @@ def epoch_minutes(settings: StudySettings, study_dir: Path) -> tuple[dict[str, f
 # ------------------------------------------------------------------ slow runs
 def run_speeds(settings: StudySettings, study_dir: Path) -> dict[str, tuple[tuple, float]]:
     """Run name -> (setting, training tokens/s) of every finished planned run."""
-    speeds = {}
-    for spec in plan(settings, study_dir):
-        run_dir = study_dir / spec.name
-        if finished(run_dir):
-            epochs = read_json(run_dir / METRICS_FILE).get("epochs") or []
-            if epochs:
-                speeds[spec.name] = (spec.setting, training_speed(epochs))
-    return speeds
+    return {spec.name: (spec.setting, training_speed(epochs))
+            for spec, epochs in finished_epochs(settings, study_dir)}
 
 
 def slow_run_names(settings: StudySettings, study_dir: Path) -> dict[str, float]:

@@ -334,14 +334,24 @@ def _setup_lines(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
 
 
 def _budget_text(settings: StudySettings) -> str:
-    if settings.in_epochs:
-        return (f"Budget: {settings.budget_text()} per run, the same for every run, with the "
-                "learning rate's cosine schedule over exactly these epochs; a budget in epochs "
-                "gives the same models on any machine, however busy, and the runs' speeds "
-                "say what each costs in time.")
-    return (f"Budget: {settings.budget_text()} of wall time per run (training plus the "
-            "per-epoch greedy validation), the same for every run; the epoch cut by the "
-            "budget is validated too.")
+    if not settings.in_epochs:
+        return (f"Budget: {settings.budget_text()} of wall time per run (training plus the "
+                "per-epoch greedy validation), the same for every run; the epoch cut by the "
+                "budget is validated too.")
+    schedules = " ".join(_schedule_text(settings, arch) for arch in settings.base_configs)
+    return (f"Budget: {settings.budget_text()} per run, the same for every run; a budget in "
+            "epochs gives the same models on any machine, however busy, and the runs' speeds "
+            f"say what each costs in time. {schedules}")
+
+
+def _schedule_text(settings: StudySettings, architecture: str) -> str:
+    """One sentence on how `architecture`'s learning-rate schedule meets the budget."""
+    schedule = settings.base_configs[architecture]["train"].get("lr_schedule")
+    if schedule == "cosine":
+        return (f"The {architecture}'s cosine schedule anneals over exactly the run's "
+                "epochs.")
+    return (f"The {architecture}'s `{schedule}` schedule depends on the step alone, not on "
+            "the run's length.")
 
 
 def _long_text(settings: StudySettings) -> str:
@@ -352,10 +362,14 @@ def _long_text(settings: StudySettings) -> str:
     text = (f"the longer-budget check: {best} overall by mean validation BLEU, plus additive "
             f"soft attention of each architecture, once each (seed {settings.seeds[0]}) with "
             f"{settings.long_factor:g} times the budget")
-    if settings.in_epochs:
-        text += (" (where the learning rate depends on the step alone, `constant` or "
-                 "`inverse_sqrt`, a longer run goes on from its seed's one-budget run instead "
-                 "of training its first epochs again)")
+    continuing = [arch for arch in settings.base_configs
+                  if settings.long_runs_continue(arch)]
+    if continuing:
+        text += (f" (a longer {_join(continuing)} run goes on from its seed's one-budget run "
+                 "instead of training its first epochs again, since its learning rate depends "
+                 "on the step alone")
+        afresh = [arch for arch in settings.base_configs if arch not in continuing]
+        text += (f"; a longer {_join(afresh)} run trains afresh)" if afresh else ")")
     return text
 
 

@@ -315,7 +315,9 @@ def test_document_names_settings_figures_and_regeneration(tiny_study):
     text = tiny_study.document.read_text(encoding="utf-8")
     assert f"--report-only --study-dir {tiny_study.study_dir}" in text
     assert f"tensorboard --logdir {tiny_study.study_dir}" in text
-    assert f"Budget: {EPOCHS} epoch per run" in text and "cosine schedule over exactly" in text
+    assert f"Budget: {EPOCHS} epoch per run" in text
+    assert "The rnn's `constant` schedule depends on the step alone" in text
+    assert "a longer rnn run goes on from its seed's one-budget run" in text
     assert "## Validation BLEU over epochs" in text
     assert f"its first {TEST_LIMIT} sentences" in text
     assert "Seeds: 1, 2" in text
@@ -632,6 +634,24 @@ def test_a_run_is_slow_below_three_quarters_of_its_siblings_median():
     # c: siblings 1000 and 1400, median 1200, 700 < 900; e: exactly 0.75 x 1000 is not slow;
     # d has no sibling.
     assert study_stats.slow_runs(speeds) == {"c": 1200.0}
+
+
+def test_setup_text_names_each_architectures_schedule_and_which_longer_runs_continue():
+    settings = fake_settings()
+    settings.budget_unit = "epochs"
+    settings.base_configs["rnn"]["train"]["lr_schedule"] = "inverse_sqrt"
+    settings.base_configs["transformer"]["train"]["lr_schedule"] = "cosine"
+    lines = " ".join(study_report._setup_lines(settings, []))
+    assert "The rnn's `inverse_sqrt` schedule depends on the step alone" in lines
+    assert "The transformer's cosine schedule anneals over exactly the run's epochs" in lines
+    assert "a longer rnn run goes on from its seed's one-budget run" in lines
+    assert "a longer transformer run trains afresh" in lines
+    settings.base_configs["rnn"]["train"]["lr_schedule"] = "cosine"
+    lines = " ".join(study_report._setup_lines(settings, []))
+    assert "The rnn's cosine schedule anneals" in lines and "goes on from" not in lines
+    settings.budget_unit = "minutes"
+    lines = " ".join(study_report._setup_lines(settings, []))
+    assert "of wall time per run" in lines and "schedule depends" not in lines
 
 
 def test_report_of_two_architectures_from_fake_runs(tmp_path):
