@@ -85,6 +85,7 @@ from nmt.study_runs import (  # noqa: E402
     training_done,
     write_study,
 )
+from nmt.xla_cache import enable_xla_cache  # noqa: E402
 
 if TYPE_CHECKING:
     from nmt.translator import Translation
@@ -409,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             raise NmtError(f"--report-only: no study in {study_dir}; run it first")
         deep = not (args.dry_run or args.report_only)  # checking every run's config
         if deep:  # imports TensorFlow: quietly, unless --verbose
+            enable_xla_cache()  # with NMT_XLA_CACHE, XLA runs share compiled training steps
             load_tensorflow(verbose=args.verbose)
         settings = resolve_settings(requested_settings(args), saved[0] if saved else None,
                                     study_dir, deep=deep)

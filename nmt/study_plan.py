@@ -17,9 +17,9 @@ Pure Python: reads metrics.json and result.json files, never TensorFlow.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from nmt.rundir import METRICS_FILE
 from nmt.study_runs import (
@@ -148,7 +148,8 @@ def estimated_minutes(settings: StudySettings, run: PlannedRun,
     return training + (STARTUP_SECONDS + fixed + per_sentence * sentences) / 60.0
 
 
-def finished_epochs(settings: StudySettings, study_dir: Path) -> Iterator[tuple[RunSpec, list[dict]]]:
+def finished_epochs(settings: StudySettings,
+                    study_dir: Path) -> Iterator[tuple[RunSpec, list[dict]]]:
     """(spec, metrics epochs) of every finished planned run that recorded an epoch."""
     for spec in plan(settings, study_dir):
         run_dir = study_dir / spec.name

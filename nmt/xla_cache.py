@@ -3,7 +3,8 @@
 Compiling the search for one batch shape takes about as long as translating a thousand
 sentences (`nmt.compiled_search`), so `translate.py` asks TensorFlow to keep every program it
 compiles in a cache folder and to load it from there in later runs
-(`--tf_xla_persistent_cache_directory`, read from `TF_XLA_FLAGS` when TensorFlow starts).
+(`--tf_xla_persistent_cache_directory`, read from `TF_XLA_FLAGS` when TensorFlow starts);
+`train.py` and the study do the same for a `train.jit_compile` training step.
 The cache is opt-in: `NMT_XLA_CACHE=DIR` keeps programs in DIR, `NMT_XLA_CACHE=on` in
 `$XDG_CACHE_HOME/nmt/xla` (default `~/.cache/nmt/xla`), with one subfolder per TensorFlow
 version; unset or `off`, nothing is kept. It is off by default because TensorFlow 2.21 reads

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from nmt import xla_cache
-from tests.helpers import REPO
+from tests.helpers import REPO, tiny_config
 
 
 def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
@@ -54,3 +54,27 @@ def test_a_second_run_loads_what_the_first_compiled(tiny_run, tmp_path):
     second, after = translate()
     assert compiled and after == compiled  # loaded, not compiled again
     assert second == first
+
+
+def test_an_xla_training_keeps_its_compiled_step_and_a_second_seed_loads_it(tmp_path):
+    """train.py honours NMT_XLA_CACHE too: a second run of the same model with another seed
+    (as the study's seeds are) compiles nothing new."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "NMT_XLA_CACHE": str(cache)}
+    env.pop("TF_XLA_FLAGS", None)
+
+    def train(seed: int) -> list[str]:
+        config = tmp_path / f"config-{seed}.json"
+        settings = tiny_config(epochs=1, jit_compile=True, seed=seed, bucket_boundaries=[48])
+        settings.data.train_limit, settings.data.valid_limit = 300, 10  # one shape to compile
+        config.write_text(settings.to_json(), encoding="utf-8")
+        completed = subprocess.run(
+            [sys.executable, "train.py", "--config", str(config), "--run-dir",
+             str(tmp_path / f"run-{seed}"), "--quiet"],
+            cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        return sorted(path.name for path in cache.rglob("*.pb"))
+
+    compiled = train(1)
+    assert compiled  # the training step of each batch shape, on disk
+    assert train(2) == compiled

@@ -295,9 +295,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def start_tensorflow(args: argparse.Namespace):
     """Import TensorFlow and make the tf.distribute strategy (before TensorFlow runs any op,
-    as a multi-worker strategy needs), quietly unless --verbose (see nmt.quiet)."""
+    as a multi-worker strategy needs), quietly unless --verbose (see nmt.quiet). With
+    NMT_XLA_CACHE set, a `train.jit_compile` run keeps its compiled training step on disk
+    (`nmt.xla_cache`), so a later run of the same model and batch shapes loads it."""
     from nmt.quiet import load_tensorflow, tensorflow_starting
+    from nmt.xla_cache import enable_xla_cache
 
+    enable_xla_cache()
     with tensorflow_starting(args.verbose):
         from nmt.distribute import make_strategy  # imports TensorFlow
 
