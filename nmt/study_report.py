@@ -18,7 +18,14 @@ from nmt.files import atomic_path, atomic_write_text
 from nmt.study_discussion import discussion
 from nmt.study_plan import outline, plan
 from nmt.study_rows import RunRow, SettingRow, run_row, settings_of
-from nmt.study_runs import DEFAULT_DOCS_DIR, STUDY_FILE, StudySettings, finished, read_study
+from nmt.study_runs import (
+    DEFAULT_DOCS_DIR,
+    STEP_SCHEDULES,
+    STUDY_FILE,
+    StudySettings,
+    finished,
+    read_study,
+)
 from nmt.study_stats import Spread, slow_runs
 
 logger = logging.getLogger(__name__)
@@ -345,13 +352,13 @@ def _budget_text(settings: StudySettings) -> str:
 
 
 def _schedule_text(settings: StudySettings, architecture: str) -> str:
-    """One sentence on how `architecture`'s learning-rate schedule meets the budget."""
+    """One sentence on how `architecture`'s learning-rate schedule meets the budget (the
+    same split as `StudySettings.long_runs_continue`)."""
     schedule = settings.base_configs[architecture]["train"].get("lr_schedule")
-    if schedule == "cosine":
-        return (f"The {architecture}'s cosine schedule anneals over exactly the run's "
-                "epochs.")
-    return (f"The {architecture}'s `{schedule}` schedule depends on the step alone, not on "
-            "the run's length.")
+    if schedule in STEP_SCHEDULES:
+        return (f"The {architecture}'s `{schedule}` schedule depends on the step alone, not "
+                "on the run's length.")
+    return f"The {architecture}'s {schedule} schedule anneals over exactly the run's epochs."
 
 
 def _long_text(settings: StudySettings) -> str:
