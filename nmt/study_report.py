@@ -318,6 +318,7 @@ def _setup_lines(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
             f"{d['src']}→{d['tgt']} {d['corpus']}, {_architecture(m)}, dropout {m['dropout']}, "
             f"Adam {t['learning_rate']:g} ({t['lr_schedule']} schedule, {t['warmup_steps']} "
             f"warm-up steps), {t['batch_tokens']}-token batches"
+            f"{', bfloat16 mixed precision' if t.get('mixed_precision') else ''}"
             f"{', XLA' if t.get('jit_compile') else ''}. Every run uses it unchanged except "
             "for the attention score, the mode and the seed.")
     lines += [f"- {_budget_text(settings)} Seeds: {', '.join(map(str, settings.seeds))} "

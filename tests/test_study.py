@@ -654,6 +654,16 @@ def test_setup_text_names_each_architectures_schedule_and_which_longer_runs_cont
     assert "of wall time per run" in lines and "schedule depends" not in lines
 
 
+def test_setup_text_says_which_architecture_trains_in_bfloat16_and_with_xla():
+    settings = fake_settings()
+    settings.base_configs["rnn"]["train"].update(mixed_precision=False, jit_compile=True)
+    settings.base_configs["transformer"]["train"].update(mixed_precision=True, jit_compile=False)
+    rnn, transformer = study_report._setup_lines(settings, [])[:2]
+    assert rnn.startswith("- rnn:") and transformer.startswith("- transformer:")
+    assert "token batches, XLA." in rnn and "bfloat16" not in rnn
+    assert "token batches, bfloat16 mixed precision." in transformer and "XLA" not in transformer
+
+
 def test_report_of_two_architectures_from_fake_runs(tmp_path):
     settings = fake_settings()
     study_dir, docs = tmp_path / "study", tmp_path / "docs"
