@@ -33,7 +33,7 @@ VARIANTS = {"float32-xla": ("float32", True), "bfloat16-xla": ("bfloat16", True)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
-    parser.add_argument("--variants", default="float32-xla,bfloat16-xla",
+    parser.add_argument("--variants", default="float32-xla,bfloat16-xla,bfloat16-graph",
                         help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--data-dir", help="local Multi30k folder")
     parser.add_argument("--limit", type=int, help="only the first N sentences")
