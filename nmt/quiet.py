@@ -6,7 +6,10 @@ file descriptor 2, before absl logging is initialised, so `TF_CPP_MIN_LOG_LEVEL`
 reach them (tensorflow/tensorflow#100442). A user reads "ERROR" and thinks the install is
 broken. `load_tensorflow` points descriptor 2 at a temporary file while TensorFlow starts,
 then restores it: nmt's own warnings and errors, written later, reach the terminal as
-before. If starting TensorFlow fails, what it wrote is replayed, so no real error is lost.
+before. oneDNN's once-per-process line about a data type it does not support ("oneDNN
+supports DT_BOOL only on platforms with AVX-512", at ERROR level, so TF_CPP_MIN_LOG_LEVEL=2
+shows it) is provoked while descriptor 2 is captured, so it never reaches the terminal. If
+starting TensorFlow fails, what it wrote is replayed, so no real error is lost.
 """
 
 from __future__ import annotations
@@ -80,7 +83,11 @@ def _start_tensorflow() -> None:
         import tensorflow as tf
     import tensorflow_text  # noqa: F401  (registers the sentencepiece ops)
 
-    tf.constant(0.0).numpy()  # the first op initialises the devices (the cuInit line)
+    # The first op initialises the devices (the cuInit line). A transpose of booleans also
+    # makes oneDNN log, now instead of at the first real graph, its once-per-process
+    # "oneDNN supports DT_BOOL only on platforms with AVX-512" ERROR line (on AVX-512 CPUs
+    # too: it is printed for the first dtype its kernels do not take, whatever the CPU).
+    tf.transpose(tf.constant([[True]])).numpy()
 
 
 @contextlib.contextmanager

@@ -84,3 +84,26 @@ def test_train_and_study_stay_quiet_when_tensorflow_logs_later():
                           cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert loud.returncode == 0, loud.stderr
     assert "Sharding callback duration" in loud.stderr, "--verbose shows TensorFlow's lines"
+
+
+def test_onednns_line_about_an_unsupported_data_type_is_caught_at_start_up():
+    """oneDNN logs "oneDNN supports DT_BOOL only on platforms with AVX-512" at ERROR level
+    (so TF_CPP_MIN_LOG_LEVEL=2, which CI and many users set, shows it) the first time a graph
+    transposes booleans or int64s, once per process. `load_tensorflow` provokes it while
+    TensorFlow's output is captured; `--verbose` (and a plain TensorFlow process) still show
+    it where oneDNN prints it at all (an AVX-512 CPU such as the one CI runs on)."""
+    graph = ("import tensorflow as tf\n"
+             "flip = tf.function(lambda x: tf.transpose(x))\n"
+             "print(flip(tf.constant([[True, False]])).numpy().ravel().tolist())\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    runs = {verbose: subprocess.run(
+        [sys.executable, "-c", f"from nmt.quiet import load_tensorflow\n"
+                               f"load_tensorflow(verbose={verbose})\n" + graph],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+        for verbose in (False, True)}
+    for run in runs.values():
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split("\n")[0] == "[True, False]"
+    assert runs[False].stderr == ""
+    if "avx512f" in Path("/proc/cpuinfo").read_text():
+        assert "oneDNN supports DT_" in runs[True].stderr
