@@ -35,4 +35,9 @@ def test_the_test_command_is_an_executable_script_that_runs_pytest():
     script = REPO / readme_setup_commands()[1].split()[0]
     assert script.is_file() and os.access(script, os.X_OK)
     text = script.read_text(encoding="utf-8")
-    assert "chromium-driver" in text and 'exec python -m pytest "$@"' in text
+    assert "chromium-driver" in text
+    assert 'exec python -m pytest -n 2 --dist loadfile "$@"' in text
+    # -n needs pytest-xdist, which README's install command brings with the test extras
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    test_extras = re.search(r"^test = \[(.*)\]$", pyproject, re.MULTILINE)
+    assert test_extras and '"pytest-xdist' in test_extras.group(1)
