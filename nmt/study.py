@@ -1,6 +1,6 @@
 """The attention study: every scoring function, soft and hard, in both architectures.
 
-    python -m nmt.study --data-dir path/to/multi30k               # 3.6-8 hours on 2 cores
+    python -m nmt.study --data-dir path/to/multi30k               # 3-8 hours on 2 cores
     python -m nmt.study --dry-run                                 # the plan and its time
     python -m nmt.study --data-dir DIR --epochs 8 --study-dir studies/attention-8-epochs
     python -m nmt.study --report-only                             # document only

@@ -40,8 +40,9 @@ DEFAULT_DOCS_DIR = "docs"
 # The budget of a run: epochs (the default: the same models on any machine, however busy),
 # or minutes of wall time (`--budget`; comparable only between runs on one idle machine).
 # 2 architectures x 5 scores x 2 seeds soft + 2 x 2 x 2 hard = 28 runs, and up to 5 longer
-# runs of 3 budgets: 43 budgets. 4 epochs take about 4.5 minutes on a 2-core AVX512-BF16
-# machine (about 3.6 hours in all, measured 2026-12-04), about 10 on a 2-core AVX2 one.
+# runs of 3 budgets: 43 budgets. 4 epochs take about 3 (RNN) to 4.6 minutes (Transformer) on
+# a 2-core AVX512-BF16 machine in bfloat16 (about 3 hours in all, estimated from epochs measured
+# on 2026-12-04), about 10 on a 2-core AVX2 one.
 BUDGET_UNITS = ("epochs", "minutes")
 DEFAULT_BUDGET = 4.0
 DEFAULT_BUDGET_UNIT = "epochs"
