@@ -76,12 +76,13 @@ def server(checkpoint: str, *options: str, startup_seconds: float = 180) -> Iter
 
 
 def load(url: str, sentences: list[str], clients: int, seconds: float, beam: int,
-         hogs: int = 0) -> dict:
+         hogs: int = 0, timeout: float = 120.0) -> dict:
     """Closed-loop load: each client sends its next sentence as soon as it has an answer.
 
     `hogs` more clients send the heaviest request the server accepts (`hog_payload`) the
     same way; the latencies reported are the normal clients', and `hog_answers` counts the
-    hogs' HTTP statuses."""
+    hogs' HTTP statuses. A request unanswered after `timeout` seconds counts as an error
+    (a hog's as "TimeoutError")."""
     latencies: list[float] = []
     errors = [0]
     hog_answers: dict[str, int] = {}
@@ -94,7 +95,7 @@ def load(url: str, sentences: list[str], clients: int, seconds: float, beam: int
         while time.perf_counter() < stop_at:
             payload = json.dumps({"text": sentences[index % len(sentences)], "beam": beam})
             start = time.perf_counter()
-            status = post(url, payload.encode("utf-8"))
+            status = post(url, payload.encode("utf-8"), timeout)
             with lock:
                 if status == 200:
                     latencies.append(time.perf_counter() - start)
@@ -104,7 +105,7 @@ def load(url: str, sentences: list[str], clients: int, seconds: float, beam: int
 
     def hog() -> None:
         while time.perf_counter() < stop_at:
-            status = str(post(url, hog_body))
+            status = str(post(url, hog_body, timeout))
             with lock:
                 hog_answers[status] = hog_answers.get(status, 0) + 1
 
@@ -137,13 +138,13 @@ def hog_payload(sentences: list[str]) -> bytes:
     return json.dumps({"texts": longest, "beam": 10}).encode("utf-8")
 
 
-def post(url: str, payload: bytes) -> int | str:
+def post(url: str, payload: bytes, timeout: float = 120.0) -> int | str:
     """POST `payload` to /translate and read the answer: its HTTP status, or the name of
     the error when there is none."""
     request = urllib.request.Request(url + "/translate", payload,
                                      {"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
             return response.status
     except urllib.error.HTTPError as error:
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hogs", type=int, default=2,
                         help="clients sending the largest request, beside --clients normal "
                              "ones, in a third run (0: no such run)")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds a client waits for one answer before counting an error")
     parser.add_argument("--results-dir", default=str(RESULTS))
     args = parser.parse_args(argv)
 
@@ -175,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         options = ["--batch-window-ms", str(args.batch_window_ms)]
         options += [] if batching else ["--no-batching"]
         with server(args.checkpoint, *options) as url:
-            load(url, sentences, args.clients, min(args.seconds, 3.0), args.beam)  # warm-up
-            result = load(url, sentences, args.clients, args.seconds, args.beam, hogs)
+            load(url, sentences, args.clients, min(args.seconds, 3.0), args.beam,  # warm-up
+                 timeout=args.timeout)
+            result = load(url, sentences, args.clients, args.seconds, args.beam, hogs,
+                          args.timeout)
         results.append({"batching": batching, **result})
         print(f"batching {'on ' if batching else 'off'}"
               f"{f' + {hogs} hogs' if hogs else ''}: {result['sentences_per_second']:.1f} "
