@@ -23,13 +23,15 @@ LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path, what: str, advice: str) -> Iterator[Path]:
+def folder_lock(folder: str | Path, what: str, advice: str,
+                name: str = LOCK_FILE) -> Iterator[Path]:
     """Hold the exclusive lock of `folder` (created if missing) for the block.
 
     Args:
         folder: the run or study directory.
         what: what the folder is, for the message ("run directory").
         advice: what the user can do instead, for the message.
+        name: the lock file's name (the study's workers claim runs with `.claim-<run>`).
 
     Yields:
         The lock file, which names this process ("pid 123 on host") while it holds it.
@@ -39,7 +41,7 @@ def folder_lock(folder: str | Path, what: str, advice: str) -> Iterator[Path]:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
+    path = folder / name
     with open(path, "a+", encoding="utf-8") as file:
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

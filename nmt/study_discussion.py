@@ -8,6 +8,7 @@ spread, and fixed thresholds take its place.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from nmt.study_rows import RunRow, SettingRow
@@ -105,13 +106,14 @@ def _sharpness(soft: Sequence[SettingRow]) -> str:
 
 
 def _speed(soft: Sequence[SettingRow]) -> str:
-    ranked = sorted(soft, key=lambda s: (-s.of("tokens_per_second").mean, s.score))
-    fast, slow = ranked[0], ranked[-1]
-    a, b = fast.of("tokens_per_second"), slow.of("tokens_per_second")
     epochs = sorted({run.epochs for s in soft for run in s.runs})
     epoch_text = (f"every run reached {_plural(epochs[0], 'epoch')}" if len(epochs) == 1 else
                   f"runs reached {epochs[0]} to {epochs[-1]} epochs")
-    text = f"**Speed ({fast.architecture}).** "
+    soft, cpus_text = _on_common_cpus(soft)
+    ranked = sorted(soft, key=lambda s: (-s.of("tokens_per_second").mean, s.score))
+    fast, slow = ranked[0], ranked[-1]
+    a, b = fast.of("tokens_per_second"), slow.of("tokens_per_second")
+    text = f"**Speed ({fast.architecture}{cpus_text}).** "
     if len(ranked) == 1:
         return text + f"`{fast.score}` trained at {a.mean:,.0f} target tokens/s."
     if not differs(a, b, _floor(fast, slow, SPEED_TIE * a.mean)):
@@ -122,6 +124,18 @@ def _speed(soft: Sequence[SettingRow]) -> str:
                    f"average) and `{slow.score}` slowest ({b.mean:,.0f}, "
                    f"{1 - b.mean / a.mean:.0%} fewer), more than the spread of their seeds; "
                    f"{epoch_text} in the budget.")
+
+
+def _on_common_cpus(soft: Sequence[SettingRow]) -> tuple[list[SettingRow], str]:
+    """Speeds compare only between runs on as many CPUs (`--workers` shares them): the
+    settings' runs on the most common count, and a note naming it when runs differ."""
+    counts = Counter(run.cpus for s in soft for run in s.runs)
+    if len(counts) < 2:
+        return list(soft), ""
+    cpus = counts.most_common(1)[0][0]
+    kept = [SettingRow(s.architecture, s.score, s.mode, [r for r in s.runs if r.cpus == cpus])
+            for s in soft]
+    return [s for s in kept if s.runs], f", the {counts[cpus]} runs on {_plural(cpus, 'CPU')}"
 
 
 def _hard_cost(hard: SettingRow, soft: Sequence[SettingRow]) -> str:
@@ -219,12 +233,13 @@ def _long_budget(rows: Sequence[RunRow], settings: Sequence[SettingRow]) -> str:
 
 
 def _slow(rows: Sequence[RunRow], study: StudySettings) -> str:
-    flagged = slow_runs({row.name: (row.setting, row.tokens_per_second) for row in rows})
+    flagged = slow_runs({row.name: (row.speed_group(row.cpus), row.tokens_per_second)
+                         for row in rows})
     if not flagged:
         return ""
     names = _join([f"`{name}`" for name in sorted(flagged)])
     text = (f"**Slow runs.** {names} trained below 75% of the median speed of their "
-            "siblings (same setting, other seeds and the longer run); the machine was "
+            "siblings (same setting and CPUs, other seeds and the longer run); the machine was "
             "probably busy. ")
     if study.in_epochs:
         return text + ("With a budget in epochs that changes their time, not their models "

@@ -24,9 +24,11 @@ from pathlib import Path
 from nmt.rundir import METRICS_FILE
 from nmt.study_runs import (
     LONG_BASELINE_SCORE,
+    RESULT_FILE,
     RunSpec,
     StudySettings,
     best_bleu,
+    cpus_used,
     finished,
     read_json,
 )
@@ -176,8 +178,11 @@ def epoch_minutes(settings: StudySettings, study_dir: Path) -> tuple[dict[str, f
 
 # ------------------------------------------------------------------ slow runs
 def run_speeds(settings: StudySettings, study_dir: Path) -> dict[str, tuple[tuple, float]]:
-    """Run name -> (setting, training tokens/s) of every finished planned run."""
-    return {spec.name: (spec.setting, training_speed(epochs))
+    """Run name -> (speed group: setting and CPUs, training tokens/s) of every finished
+    planned run."""
+    return {spec.name: (spec.speed_group(cpus_used(read_json(study_dir / spec.name
+                                                              / RESULT_FILE))),
+                        training_speed(epochs))
             for spec, epochs in finished_epochs(settings, study_dir)}
 
 

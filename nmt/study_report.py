@@ -53,14 +53,14 @@ def setting_cells(setting: SettingRow) -> list[str]:
             f"{setting.of('entropy').mean:.3f}", f"{setting.of('max_weight').mean:.3f}"]
 
 
-RUN_HEADER = ["run", "seed", "budget", "parameters", "train tokens/s", "epochs",
+RUN_HEADER = ["run", "seed", "budget", "parameters", "CPUs", "train tokens/s", "epochs",
               "best val BLEU", "test BLEU", "test chrF", "decode sent/s", "note"]
 
 
 def run_cells(row: RunRow, study: StudySettings, slow: dict[str, float]) -> list[str]:
     """A row of the runs table; the note flags a run slower than its siblings."""
     return [f"`{row.name}`", str(row.seed), study.budget_text(row.factor, short=True),
-            f"{row.parameters:,}",
+            f"{row.parameters:,}", str(row.cpus),
             f"{row.tokens_per_second:,.0f}", str(row.epochs), f"{row.best_val_bleu:.2f}",
             f"{row.test_bleu:.2f}", f"{row.test_chrf:.2f}", f"{row.decode_speed:.1f}",
             SLOW_NOTE if row.name in slow else ""]
@@ -252,7 +252,8 @@ def render_report(settings: StudySettings, study_dir: Path, docs_dir: Path,
 def _results(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
     """The tables (settings, longer runs, runs, heads) and the curves."""
     grouped = settings_of(rows)
-    slow = slow_runs({row.name: (row.setting, row.tokens_per_second) for row in rows})
+    slow = slow_runs({row.name: (row.speed_group(row.cpus), row.tokens_per_second)
+                      for row in rows})
     lines = ["## Results", "", *markdown_table(SETTING_HEADER, map(setting_cells, grouped)),
              "", *_column_notes(), ""]
     base = {s.setting: s for s in grouped}
@@ -308,6 +309,7 @@ def _sentences(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
 def _setup_lines(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
     machines = sorted({f"{r.result['machine']['cpu']}, {r.result['machine']['cores']} cores, "
                        f"TensorFlow {r.result['machine']['tensorflow']}" for r in rows})
+    shares = sorted({(r.cpus, r.result["machine"]["cores"]) for r in rows})
     limit = (f"its first {settings.test_limit} sentences" if settings.test_limit
              else "all sentences")
     lines = []
@@ -327,8 +329,7 @@ def _setup_lines(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
         f"each architecture and seed; hard attention (argmax at inference, straight-through "
         f"Gumbel-softmax in training) with the {_best_scores(settings.hard_top)} of each "
         "architecture by mean validation BLEU (ties broken by name); then "
-        f"{_long_text(settings)}. The runs were trained one after another in one process, "
-        "seed by seed.",
+        f"{_long_text(settings)}. {_workers_text(shares)}",
         f"- Test: {settings.test_split}, {limit}, beam {settings.beam}, length penalty "
         f"{settings.length_penalty:g}, batch {settings.batch_size}, with each run's best "
         "validation weights.",
@@ -339,6 +340,16 @@ def _setup_lines(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
     if machines:
         lines.append(f"- Machine: {'; '.join(machines)}.")
     return lines
+
+
+def _workers_text(shares: Sequence[tuple[int, int]]) -> str:
+    """How the runs shared the machine: (CPUs a run could use, the machine's cores) pairs."""
+    if all(cpus == cores for cpus, cores in shares):
+        return "The runs were trained one after another, seed by seed, each on the whole machine."
+    counts = " or ".join(sorted({str(cpus) for cpus, _ in shares}))
+    return (f"The runs were trained seed by seed, some side by side (`--workers`): each "
+            f"process was pinned to {counts} of the machine's cores (see each run's CPUs in "
+            "the runs table); speeds compare only between runs on as many CPUs.")
 
 
 def _budget_text(settings: StudySettings) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nmt.errors import NmtError
 from nmt.rundir import METRICS_FILE
-from nmt.study_runs import RESULT_FILE, SettingOf, read_json
+from nmt.study_runs import RESULT_FILE, SettingOf, cpus_used, read_json
 from nmt.study_stats import Spread, spread, training_speed
 
 
@@ -41,6 +41,7 @@ class RunRow(SettingOf):
     epoch_speeds: list[float] = field(default_factory=list)  # tokens/s of the full epochs
     head_entropy: list[list[float]] = field(default_factory=list)  # [layers][heads]
     head_max_weight: list[list[float]] = field(default_factory=list)  # [layers][heads]
+    cpus: int = 0  # the CPUs its process could use (`--workers` shares them); 0: unknown
 
 
 def run_row(run_dir: Path) -> RunRow:
@@ -53,7 +54,8 @@ def run_row(run_dir: Path) -> RunRow:
         name=run_dir.name, architecture=result["architecture"], score=result["score"],
         mode=result["mode"], seed=int(result["seed"]),
         factor=float(result["budget_factor"]), parameters=int(metrics["parameters"]),
-        tokens_per_second=training_speed(epochs), epochs=int(epochs[-1]["epoch"]),
+        tokens_per_second=training_speed(epochs), cpus=cpus_used(result),
+        epochs=int(epochs[-1]["epoch"]),
         best_epoch=int(metrics["best"]["epoch"]),
         best_val_bleu=float(metrics["best"]["val_bleu"]), test_bleu=float(result["bleu"]),
         test_chrf=float(result["chrf"]), entropy=float(result["attention_entropy"]),

@@ -8,6 +8,7 @@ Both halves of the study use this module: `nmt.study` trains and evaluates the r
         result.json                  plus its test evaluation (beam 5), written last
     <...>-x<factor>/                 a longer-budget run (`--long-factor` times the budget)
     <run>.slow-<n>/                  a run set aside by `--rerun-slow` (never deleted)
+    .claim-<run>                     locked by the worker training the run (`--workers`)
 
 A run counts as finished when its result.json exists. Pure Python: no TensorFlow (unless
 `StudySettings.validate(deep=True)` builds every run's `Config`).
@@ -28,6 +29,7 @@ from nmt.files import atomic_write_text
 from nmt.rundir import METRICS_FILE
 
 STUDY_FILE = "study.json"
+CLAIM_FILE = ".claim-"  # + the run's name
 RESULT_FILE = "result.json"
 
 # One base config per architecture: the released recipes at half width (RNN) and at
@@ -178,6 +180,13 @@ def _check(condition: bool, option: str, expected: str, received: Any) -> None:
         raise NmtError(f"{option}: expected {expected}, received {received}")
 
 
+def cpus_used(result: dict) -> int:
+    """The CPUs a run's process could use, from its result.json (`--workers` pins each
+    worker to its share; runs evaluated before that was recorded had the whole machine)."""
+    machine = result.get("machine") or {}
+    return int(machine.get("cpus_used") or machine.get("cores") or 0)
+
+
 class SettingOf:
     """For a run's description with `architecture`, `score`, `mode` and `factor` fields."""
 
@@ -190,6 +199,10 @@ class SettingOf:
     def long(self) -> bool:
         """A longer-budget run (`factor` times the study's budget)."""
         return self.factor != 1.0
+
+    def speed_group(self, cpus: int) -> tuple[str, str, str, int]:
+        """The runs whose training speeds compare: the same setting on as many CPUs."""
+        return (*self.setting, cpus)
 
 
 @dataclass(frozen=True)

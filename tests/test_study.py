@@ -22,7 +22,15 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from nmt import study, study_discussion, study_plan, study_report, study_runs, study_stats
+from nmt import (
+    study,
+    study_discussion,
+    study_plan,
+    study_report,
+    study_rows,
+    study_runs,
+    study_stats,
+)
 from nmt.study_rows import RunRow, SettingRow
 from nmt.study_runs import RunSpec, StudySettings
 from tests.helpers import REPO, tiny_config
@@ -373,6 +381,29 @@ def test_the_command_keeps_tensorflows_start_up_lines_off_the_terminal(tiny_stud
     assert native == [], done.stderr
 
 
+def test_two_workers_train_the_study_each_on_one_cpu(tmp_path, multi30k_dir):
+    """`--workers 2` through the command: every run trained once (its lock would stop a
+    second trainer, and a failed worker fails the study), by a worker pinned to one CPU
+    with its own log prefix; the document shows the CPUs."""
+    config = tiny_config().save(tmp_path / "tiny.json")
+    study_dir, docs_dir = tmp_path / "study", tmp_path / "docs"
+    done = subprocess.run(
+        [sys.executable, "-m", "nmt.study", "--data-dir", str(multi30k_dir), "--config",
+         str(config), "--architectures", "rnn", "--epochs", "1", "--study-dir", str(study_dir),
+         "--docs-dir", str(docs_dir), "--scores", *SCORES, "--seeds", "1", "--hard-top", "0",
+         "--long-top", "0", "--test-limit", "10", "--quiet", "--workers", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for score in SCORES:
+        run = study_dir / f"rnn-{score}-soft-s1"
+        assert read_json(run / "result.json")["machine"]["cpus_used"] == 1
+        assert [e["epoch"] for e in read_json(run / "metrics.json")["epochs"]] == [1]
+    assert re.search(r"^\[worker [12]\] \[\d/2\] rnn-dot-soft-s1: training for 1 epoch",
+                     done.stderr, re.MULTILINE), done.stderr
+    runs = table_with(docs_dir / "attention-study.md", "CPUs")
+    assert [row["CPUs"] for row in runs] == ["1", "1"]
+
+
 def test_deleted_result_is_evaluated_again_without_training(tiny_study, monkeypatch):
     run = tiny_study.study_dir / "rnn-general-soft-s1"
     before = read_json(run / "result.json")
@@ -428,6 +459,7 @@ def test_other_settings_are_refused_with_a_way_out(tiny_study, capsys):
     (["--long-factor", "1"], "--long-factor: expected > 1"),
     (["--test-limit", "0"], "--test-limit: expected >= 1"),
     (["--data-dir", "no/such/dir"], "--data-dir no/such/dir: no such directory"),
+    (["--workers", "0"], "--workers 0: give 1 or more"),
     (["--config", "no/such.json"], "config file not found: no/such.json"),
     (["--transformer-config", "configs/attention-study.json"],
      "--transformer-config configs/attention-study.json: expected a config with "
@@ -519,8 +551,9 @@ HEADS = {"head_max_weight": [[0.9, 0.3], [0.5, 0.55]],
 
 
 def write_fake_run(study_dir: Path, spec: RunSpec, bleu: float, speed: float = 1000.0,
-                   head_shift: float = 0.0) -> None:
-    """metrics.json and result.json as a finished run leaves them (two epochs)."""
+                   head_shift: float = 0.0, cpus: int | None = None) -> None:
+    """metrics.json and result.json as a finished run leaves them (two epochs); `cpus`: the
+    CPUs its worker was pinned to (None: a run of an older study, which had the machine)."""
     run = study_dir / spec.name
     run.mkdir(parents=True, exist_ok=True)
     epochs = [{"epoch": e, "wall_time": 60.0 * e, "val_bleu": bleu - 2 + e, "tokens": speed * 30,
@@ -532,7 +565,8 @@ def write_fake_run(study_dir: Path, spec: RunSpec, bleu: float, speed: float = 1
               "chrf": 50.0 + bleu, "attention_entropy": 1.0, "max_attention_weight": 0.5,
               "sentences_per_second": 10.0, "examples": [], "bleu_signature": "bleu-sig",
               "chrf_signature": "chrf-sig",
-              "machine": {"cpu": "test cpu", "cores": 2, "tensorflow": "2"}}
+              "machine": {"cpu": "test cpu", "cores": 2, "tensorflow": "2",
+                          **({"cpus_used": cpus} if cpus else {})}}
     if spec.architecture == "transformer":
         result.update({key: [[v + head_shift for v in layer] for layer in table]
                        for key, table in HEADS.items()})
@@ -636,6 +670,52 @@ def test_a_run_is_slow_below_three_quarters_of_its_siblings_median():
     assert study_stats.slow_runs(speeds) == {"c": 1200.0}
 
 
+def test_speeds_compare_only_between_runs_on_as_many_cpus(tmp_path):
+    settings = fake_settings()
+    fake_study(tmp_path, settings)
+    # rnn-dot-soft-s2 trained beside another worker on one CPU at 60 % of its sibling's
+    # speed: no slower than a one-CPU run should be, so not flagged; at 40 % of another
+    # one-CPU run's speed it is.
+    write_fake_run(tmp_path, RunSpec("rnn", "dot", "soft", 2), 22.0, speed=600.0, cpus=1)
+    assert study_plan.slow_run_names(settings, tmp_path) == {}
+    write_fake_run(tmp_path, RunSpec("rnn", "dot", "soft", 1), 20.0, speed=1500.0, cpus=1)
+    assert study_plan.slow_run_names(settings, tmp_path) == {"rnn-dot-soft-s2": 1500.0}
+    rows = [study_rows.run_row(tmp_path / spec.name) for spec in study_plan.soft_runs(settings)
+            if spec.architecture == "rnn"]
+    assert sorted(row.cpus for row in rows) == [1, 1, 2, 2, 2, 2]
+    text = study_discussion._speed(study_rows.settings_of(rows))
+    # The speed paragraph compares the four two-CPU runs (general and additive) only.
+    assert text.startswith("**Speed (rnn, the 4 runs on 2 CPUs).**")
+    assert "1,000" in text and "1,500" not in text and "600" not in text
+    setup = "\n".join(study_report._setup_lines(settings, rows))
+    assert "pinned to 1 or 2 of the machine's cores" in setup
+
+
+def test_a_worker_takes_the_runs_no_other_worker_claimed(tmp_path, monkeypatch):
+    from nmt.locking import folder_lock
+
+    rnn = {"rnn": fake_settings().base_configs["rnn"]}
+    settings = StudySettings(base_configs=rnn, budget=2.0, scores=["dot", "general"], hard_top=0,
+                             seeds=[1], long_top=0, test_limit=10, sentences=[])
+    dot, general = RunSpec("rnn", "dot", "soft", 1), RunSpec("rnn", "general", "soft", 1)
+    trained, waits = [], []
+
+    def train_and_evaluate(settings, study_dir, data_dir, progress, spec, specs, test):
+        trained.append(spec.name)
+        write_fake_run(study_dir, spec, 20.0)
+
+    def other_worker_finishes(seconds):  # meanwhile, the other worker finishes its run
+        waits.append(seconds)
+        write_fake_run(tmp_path, dot, 20.0)
+
+    monkeypatch.setattr(study, "_train_and_evaluate", train_and_evaluate)
+    monkeypatch.setattr(study.time, "sleep", other_worker_finishes)
+    with folder_lock(tmp_path, "run", "test", study_runs.CLAIM_FILE + dot.name):
+        study.work_through_plan(settings, tmp_path, None, False, wait_seconds=7.0)
+    assert trained == [general.name] and waits == [7.0]
+    assert all(study_runs.finished(tmp_path / spec.name) for spec in (dot, general))
+
+
 def test_setup_text_names_each_architectures_schedule_and_which_longer_runs_continue():
     settings = fake_settings()
     settings.budget_unit = "epochs"
@@ -702,8 +782,8 @@ def test_rerun_slow_moves_the_slow_run_aside_and_deletes_nothing(tmp_path, monke
     before = {p.relative_to(study_dir): p.read_bytes() for p in study_dir.rglob("*")
               if p.is_file() and p.name != "study.json"}
     planned = []
-    monkeypatch.setattr(study, "_run_planned", lambda settings, folder, *args: planned.append(
-        names(study_plan.plan(settings, folder))) or [])
+    monkeypatch.setattr(study, "work_through_plan", lambda settings, folder, *args:
+                        planned.append(names(study_plan.plan(settings, folder))))
     assert study.main(["--rerun-slow", "--study-dir", str(study_dir), "--docs-dir",
                        str(tmp_path / "docs")]) == 0
     moved = study_dir / "rnn-dot-hard-s1.slow-1"
