@@ -23,12 +23,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,32 +49,43 @@ def free_port() -> int:
 @contextlib.contextmanager
 def server(checkpoint: str, *options: str, startup_seconds: float = 180) -> Iterator[str]:
     """A `translate.py serve` subprocess on a free loopback port; yields its base URL and
-    stops it with SIGINT afterwards."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, str(REPO / "translate.py"), "serve",
-                                "--checkpoint", checkpoint, "--port", str(port), *options],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_seconds
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError("the server exited: " + process.stderr.read().decode()[-2000:])
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no answer within {startup_seconds} s") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
+    stops it with SIGINT afterwards.
+
+    Its stderr goes to a temporary file, not a pipe: the server logs a line per refused
+    request (a hog's 413), and once a pipe nobody reads holds 64 KiB of them, the server
+    blocks on its next log line and answers nobody."""
+    with tempfile.TemporaryFile() as log:
+        port = free_port()
+        process = subprocess.Popen([sys.executable, str(REPO / "translate.py"), "serve",
+                                    "--checkpoint", checkpoint, "--port", str(port), *options],
+                                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            yield wait_until_healthy(process, f"http://127.0.0.1:{port}", log, startup_seconds)
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, log: IO[bytes],
+                       seconds: float) -> str:
+    """`url` once its /health answers; RuntimeError with the end of the server's `log` if
+    it exits first, or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            log.seek(0)
+            raise RuntimeError("the server exited: " + log.read().decode()[-2000:])
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5):
+                return url
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no answer within {seconds} s") from None
+            time.sleep(0.5)
 
 
 def load(url: str, sentences: list[str], clients: int, seconds: float, beam: int,
