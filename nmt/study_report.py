@@ -267,10 +267,12 @@ def _results(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
                   *markdown_table(LONG_HEADER, [long_cells(row, base[row.setting], settings)
                                                 for row in long]),
                   ""]
-    lines += ["## Runs", "", "Every run on its own; *note* flags a run that trained below 75% "
-              "of the median speed of its siblings (same setting: other seeds and the longer "
-              "run), " + ("which with a budget in epochs changes its time, not its model."
-                          if settings.in_epochs else "to be trained again with `--rerun-slow`."),
+    lines += ["## Runs", "", "Every run on its own; *CPUs* are those its process could use "
+              "(`--workers` pins each worker to its share); *note* flags a run that trained "
+              "below 75% of the median speed of its siblings (same setting on as many CPUs: "
+              "other seeds and the longer run), "
+              + ("which with a budget in epochs changes its time, not its model."
+                 if settings.in_epochs else "to be trained again with `--rerun-slow`."),
               "", *markdown_table(RUN_HEADER, [run_cells(row, settings, slow)
                                                for row in rows]), ""]
     heads = head_tables(grouped)
