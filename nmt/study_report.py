@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 REPORT_NAME = "attention-study"  # docs/attention-study.md and docs/attention-study/*.png
 PNG_DPI = 80
 SLOW_NOTE = "slow: trained slower than its siblings; rerun it"
+SLOW_NOTE_EPOCHS = "slow: trained slower than its siblings (the same model, later)"
 
 
 # ------------------------------------------------------------------------- tables
@@ -63,7 +64,8 @@ def run_cells(row: RunRow, study: StudySettings, slow: dict[str, float]) -> list
             f"{row.parameters:,}", str(row.cpus),
             f"{row.tokens_per_second:,.0f}", str(row.epochs), f"{row.best_val_bleu:.2f}",
             f"{row.test_bleu:.2f}", f"{row.test_chrf:.2f}", f"{row.decode_speed:.1f}",
-            SLOW_NOTE if row.name in slow else ""]
+            (SLOW_NOTE_EPOCHS if study.in_epochs else SLOW_NOTE) if row.name in slow
+            else ""]
 
 
 LONG_HEADER = ["run", "budget", "best val BLEU", "test BLEU", "test chrF",

@@ -10,6 +10,7 @@ and the Transformer's per-head table are tested on fake run files, without train
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import statistics
@@ -689,6 +690,17 @@ def test_speeds_compare_only_between_runs_on_as_many_cpus(tmp_path):
     assert "1,000" in text and "1,500" not in text and "600" not in text
     setup = "\n".join(study_report._setup_lines(settings, rows))
     assert "pinned to 1 or 2 of the machine's cores" in setup
+
+
+def test_a_slow_run_is_marked_for_a_rerun_only_when_the_budget_is_in_minutes():
+    slow_run = run("dot", speed=1000.0)
+    minutes = fake_settings()
+    epochs = dataclasses.replace(minutes, budget=4.0, budget_unit="epochs")
+    slow = {slow_run.name: 3000.0}
+    assert study_report.run_cells(slow_run, minutes, slow)[-1].endswith("rerun it")
+    assert study_report.run_cells(slow_run, epochs, slow)[-1] == \
+        "slow: trained slower than its siblings (the same model, later)"
+    assert study_report.run_cells(slow_run, epochs, {})[-1] == ""
 
 
 def test_a_worker_takes_the_runs_no_other_worker_claimed(tmp_path, monkeypatch):
