@@ -17,7 +17,7 @@ Pure Python: reads metrics.json and result.json files, never TensorFlow.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +56,13 @@ def soft_runs(settings: StudySettings) -> list[RunSpec]:
             for arch in settings.architectures for score in settings.scores]
 
 
-def hard_scores(settings: StudySettings, study_dir: Path) -> dict[str, list[str]]:
+def hard_scores(settings: StudySettings, study_dir: Path,
+                architectures: Sequence[str] | None = None) -> dict[str, list[str]]:
     """Architecture -> its `hard_top` soft scores with the best mean validation BLEU over
-    seeds (ties broken by name); needs every soft run finished."""
+    seeds (ties broken by name), for `architectures` (default: all); needs their soft runs
+    finished."""
     picks = {}
-    for arch in settings.architectures:
+    for arch in settings.architectures if architectures is None else architectures:
         values = {score: [best_bleu(study_dir / RunSpec(arch, score, "soft", seed).name)
                           for seed in settings.seeds] for score in settings.scores}
         picks[arch] = rank(values)[:settings.hard_top]
@@ -68,9 +70,10 @@ def hard_scores(settings: StudySettings, study_dir: Path) -> dict[str, list[str]
 
 
 def hard_runs(settings: StudySettings, picks: dict[str, list[str]]) -> list[RunSpec]:
-    """Phase 2: the picked scores with hard attention, seed-major."""
+    """Phase 2: the picked scores with hard attention, seed-major (architectures without
+    picks yet have none)."""
     return [RunSpec(arch, score, "hard", seed) for seed in settings.seeds
-            for arch in settings.architectures for score in picks[arch]]
+            for arch in settings.architectures for score in picks.get(arch, [])]
 
 
 def long_settings(settings: StudySettings, study_dir: Path,
@@ -91,13 +94,15 @@ def long_settings(settings: StudySettings, study_dir: Path,
 
 
 def plan(settings: StudySettings, study_dir: Path) -> list[RunSpec]:
-    """Every run decided so far, in training order: the next phase is added once every run
-    of the previous one is finished."""
+    """Every run decided so far, in training order: an architecture's hard runs are added
+    once its soft runs are finished (they pick its scores; so a worker need not wait for the
+    other architecture's), the longer runs once every soft and hard run is."""
     soft = soft_runs(settings)
-    if not all(finished(study_dir / spec.name) for spec in soft):
-        return soft
-    runs = soft + hard_runs(settings, hard_scores(settings, study_dir))
-    if not all(finished(study_dir / spec.name) for spec in runs):
+    ready = [arch for arch in settings.architectures
+             if all(finished(study_dir / spec.name) for spec in soft if spec.architecture == arch)]
+    runs = soft + hard_runs(settings, hard_scores(settings, study_dir, ready))
+    if len(ready) < len(settings.architectures) or not all(
+            finished(study_dir / spec.name) for spec in runs):
         return runs
     return runs + [RunSpec(*setting, settings.seeds[0], settings.long_factor)
                    for setting in long_settings(settings, study_dir, runs)]
@@ -120,10 +125,11 @@ def outline(settings: StudySettings, study_dir: Path) -> list[PlannedRun]:
     decided = plan(settings, study_dir)
     lines = [PlannedRun(spec.name, spec.architecture, spec.factor,
                         finished(study_dir / spec.name)) for spec in decided]
-    if not any(spec.mode == "hard" for spec in decided) and settings.hard_top:
+    picked = {spec.architecture for spec in decided if spec.mode == "hard"}
+    if settings.hard_top:
         lines += [PlannedRun(f"{arch}-<soft #{rank + 1}>-hard-s{seed}", arch, 1.0)
                   for seed in settings.seeds for arch in settings.architectures
-                  for rank in range(settings.hard_top)]
+                  if arch not in picked for rank in range(settings.hard_top)]
     if not any(spec.long for spec in decided) and settings.long_top:
         suffix = f"x{settings.long_factor:g}"
         lines += [PlannedRun(f"<best #{rank + 1} overall>-s{settings.seeds[0]}-{suffix}",

@@ -603,6 +603,15 @@ def test_plan_is_seed_major_and_picks_hard_and_long_runs_per_architecture(tmp_pa
             for arch in ("rnn", "transformer") for score in ("dot", "general", "additive")]
     assert names(study_plan.plan(settings, tmp_path)) == soft
     fake_study(tmp_path, settings)
+    # An architecture's hard runs come once its own soft runs are finished, not the other's.
+    (tmp_path / "transformer-dot-soft-s2" / "result.json").unlink()
+    assert names(study_plan.plan(settings, tmp_path)) == soft + ["rnn-dot-hard-s1",
+                                                                 "rnn-dot-hard-s2"]
+    assert [run.name for run in study_plan.outline(settings, tmp_path)][len(soft) + 2:] == [
+        "transformer-<soft #1>-hard-s1", "transformer-<soft #1>-hard-s2",
+        "<best #1 overall>-s1-x3", "rnn-additive-soft-s1-x3 (unless among the best)",
+        "transformer-additive-soft-s1-x3 (unless among the best)"]
+    write_fake_run(tmp_path, RunSpec("transformer", "dot", "soft", 2), 10.0)
     (tmp_path / "transformer-additive-hard-s2" / "result.json").unlink()
     # Hard picks by mean validation BLEU per architecture: rnn dot and general tie (21.0)
     # and the name decides; transformer additive (15.0) beats general (12.5).
