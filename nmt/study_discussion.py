@@ -9,7 +9,7 @@ spread, and fixed thresholds take its place.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from nmt.study_rows import RunRow, SettingRow
 from nmt.study_runs import StudySettings
@@ -26,10 +26,11 @@ def discussion(rows: Sequence[RunRow], settings: Sequence[SettingRow],
                study: StudySettings) -> list[str]:
     """Paragraphs (separated by empty strings) about `settings` and the long `rows`."""
     paragraphs = []
+    slow = _slow_names(rows)
     for arch in dict.fromkeys(s.architecture for s in settings):
         soft = [s for s in settings if s.architecture == arch and s.mode == "soft"]
         if soft:
-            paragraphs += [_quality(soft), _sharpness(soft), _speed(soft)]
+            paragraphs += [_quality(soft), _sharpness(soft), _speed(soft, slow)]
         paragraphs += [_hard_cost(hard, soft) for hard in settings
                        if hard.architecture == arch and hard.mode == "hard"]
     paragraphs += [p for p in (_architectures(settings, study), head_text(settings),
@@ -105,11 +106,18 @@ def _sharpness(soft: Sequence[SettingRow]) -> str:
     return text
 
 
-def _speed(soft: Sequence[SettingRow]) -> str:
+def _speed(soft: Sequence[SettingRow], slow: Collection[str] = ()) -> str:
+    """Which soft score trains fastest: only runs on the most common number of CPUs, and
+    without the runs flagged slow (a busy machine's time says nothing about the score)."""
     epochs = sorted({run.epochs for s in soft for run in s.runs})
     epoch_text = (f"every run reached {_plural(epochs[0], 'epoch')}" if len(epochs) == 1 else
                   f"runs reached {epochs[0]} to {epochs[-1]} epochs")
-    soft, cpus_text = _on_common_cpus(soft)
+    fast_enough = [SettingRow(s.architecture, s.score, s.mode,
+                              [r for r in s.runs if r.name not in slow]) for s in soft]
+    dropped = sum(len(s.runs) for s in soft) - sum(len(s.runs) for s in fast_enough)
+    soft, cpus_text = _on_common_cpus([s for s in fast_enough if s.runs] or soft)
+    if dropped:
+        cpus_text += f", without the {_plural(dropped, 'slow run')}"
     ranked = sorted(soft, key=lambda s: (-s.of("tokens_per_second").mean, s.score))
     fast, slow = ranked[0], ranked[-1]
     a, b = fast.of("tokens_per_second"), slow.of("tokens_per_second")
@@ -232,9 +240,14 @@ def _long_budget(rows: Sequence[RunRow], settings: Sequence[SettingRow]) -> str:
             f"BLEU changed against the one-budget mean by {_join(parts)}{order}.")
 
 
+def _slow_names(rows: Sequence[RunRow]) -> dict[str, float]:
+    """`nmt.study_stats.slow_runs` of the rows (siblings: same setting on as many CPUs)."""
+    return slow_runs({row.name: (row.speed_group(row.cpus), row.tokens_per_second)
+                      for row in rows})
+
+
 def _slow(rows: Sequence[RunRow], study: StudySettings) -> str:
-    flagged = slow_runs({row.name: (row.speed_group(row.cpus), row.tokens_per_second)
-                         for row in rows})
+    flagged = _slow_names(rows)
     if not flagged:
         return ""
     names = _join([f"`{name}`" for name in sorted(flagged)])

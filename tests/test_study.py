@@ -875,6 +875,11 @@ def test_discussion_of_sharpness_speed_and_hard_attention():
             setting("cosine", [30.0, 30.0], max_weight=0.70, entropy=0.8, speed=2000)]
     assert "`cosine` aligns sharpest" in study_discussion._sharpness(soft)
     assert "`dot` trains fastest" in study_discussion._speed(soft)
+    # A run flagged slow (a busy machine) does not count: cosine's fast seed decides.
+    mixed = [soft[0], SettingRow("rnn", "cosine", "soft", [
+        run("cosine", seed=1, speed=1000.0), run("cosine", seed=2, speed=3600.0)])]
+    text = study_discussion._speed(mixed, slow={"rnn-cosine-soft-s1"})
+    assert text.startswith("**Speed (rnn, without the 1 slow run).** `cosine` trains fastest")
     same = study_discussion._sharpness([setting("dot", [30.0], max_weight=0.50),
                                         setting("cosine", [30.0], max_weight=0.52)])
     assert "about equally sharply" in same
