@@ -289,25 +289,32 @@ def work_through_plan(settings: StudySettings, study_dir: Path, data_dir: str | 
         pending = [spec for spec in specs if not finished(study_dir / spec.name)]
         if not pending:
             return
-        with contextlib.ExitStack() as claim:
-            spec = next((s for s in pending if _claimed(claim, study_dir, s)), None)
-            if spec is None:
-                time.sleep(wait_seconds)
-                continue
+        claimed = _claim(study_dir, pending)
+        if claimed is None:
+            time.sleep(wait_seconds)
+            continue
+        spec, claim = claimed
+        with claim:
             test = _train_and_evaluate(settings, study_dir, data_dir, progress, spec, specs,
                                        test)
         gc.collect()
 
 
-def _claimed(stack: contextlib.ExitStack, study_dir: Path, spec: RunSpec) -> bool:
-    """Take the claim of `spec` onto `stack`; False when another worker holds it or the run
-    finished meanwhile."""
-    try:
-        stack.enter_context(folder_lock(study_dir, f"run {spec.name} of the study",
-                                        "another worker trains it", CLAIM_FILE + spec.name))
-    except BusyError:
-        return False
-    return not finished(study_dir / spec.name)
+def _claim(study_dir: Path, pending: Sequence[RunSpec]
+           ) -> tuple[RunSpec, contextlib.ExitStack] | None:
+    """The first of `pending` that no other worker holds and that is still unfinished, with
+    the stack that holds its claim (close it when the run is done); None when there is none."""
+    for spec in pending:
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(folder_lock(study_dir, f"run {spec.name} of the study",
+                                            "another worker trains it", CLAIM_FILE + spec.name))
+        except BusyError:
+            continue
+        if not finished(study_dir / spec.name):
+            return spec, stack
+        stack.close()
+    return None
 
 
 def _train_and_evaluate(settings: StudySettings, study_dir: Path, data_dir: str | None,

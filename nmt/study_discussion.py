@@ -9,11 +9,11 @@ spread, and fixed thresholds take its place.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
-from nmt.study_rows import RunRow, SettingRow
+from nmt.study_rows import RunRow, SettingRow, slow_rows
 from nmt.study_runs import StudySettings
-from nmt.study_stats import Spread, differs, slow_runs
+from nmt.study_stats import Spread, differs
 
 # Used instead of the seeds' spread when a setting has one seed only.
 BLEU_TIE = 0.5  # BLEU points
@@ -26,7 +26,7 @@ def discussion(rows: Sequence[RunRow], settings: Sequence[SettingRow],
                study: StudySettings) -> list[str]:
     """Paragraphs (separated by empty strings) about `settings` and the long `rows`."""
     paragraphs = []
-    slow = _slow_names(rows)
+    slow = slow_rows(rows)
     for arch in dict.fromkeys(s.architecture for s in settings):
         soft = [s for s in settings if s.architecture == arch and s.mode == "soft"]
         if soft:
@@ -112,10 +112,9 @@ def _speed(soft: Sequence[SettingRow], slow: Collection[str] = ()) -> str:
     epochs = sorted({run.epochs for s in soft for run in s.runs})
     epoch_text = (f"every run reached {_plural(epochs[0], 'epoch')}" if len(epochs) == 1 else
                   f"runs reached {epochs[0]} to {epochs[-1]} epochs")
-    fast_enough = [SettingRow(s.architecture, s.score, s.mode,
-                              [r for r in s.runs if r.name not in slow]) for s in soft]
+    fast_enough = _with_runs(soft, lambda run: run.name not in slow)
     dropped = sum(len(s.runs) for s in soft) - sum(len(s.runs) for s in fast_enough)
-    soft, cpus_text = _on_common_cpus([s for s in fast_enough if s.runs] or soft)
+    soft, cpus_text = _on_common_cpus(fast_enough or soft)
     if dropped:
         cpus_text += f", without the {_plural(dropped, 'slow run')}"
     ranked = sorted(soft, key=lambda s: (-s.of("tokens_per_second").mean, s.score))
@@ -141,9 +140,16 @@ def _on_common_cpus(soft: Sequence[SettingRow]) -> tuple[list[SettingRow], str]:
     if len(counts) < 2:
         return list(soft), ""
     cpus = counts.most_common(1)[0][0]
-    kept = [SettingRow(s.architecture, s.score, s.mode, [r for r in s.runs if r.cpus == cpus])
-            for s in soft]
-    return [s for s in kept if s.runs], f", the {counts[cpus]} runs on {_plural(cpus, 'CPU')}"
+    kept = _with_runs(soft, lambda run: run.cpus == cpus)
+    return kept, f", the {counts[cpus]} runs on {_plural(cpus, 'CPU')}"
+
+
+def _with_runs(settings: Sequence[SettingRow], keep: Callable[[RunRow], bool]
+               ) -> list[SettingRow]:
+    """The settings with only the runs `keep` accepts; settings left without runs go."""
+    kept = [SettingRow(s.architecture, s.score, s.mode, [r for r in s.runs if keep(r)])
+            for s in settings]
+    return [s for s in kept if s.runs]
 
 
 def _hard_cost(hard: SettingRow, soft: Sequence[SettingRow]) -> str:
@@ -240,14 +246,8 @@ def _long_budget(rows: Sequence[RunRow], settings: Sequence[SettingRow]) -> str:
             f"BLEU changed against the one-budget mean by {_join(parts)}{order}.")
 
 
-def _slow_names(rows: Sequence[RunRow]) -> dict[str, float]:
-    """`nmt.study_stats.slow_runs` of the rows (siblings: same setting on as many CPUs)."""
-    return slow_runs({row.name: (row.speed_group(row.cpus), row.tokens_per_second)
-                      for row in rows})
-
-
 def _slow(rows: Sequence[RunRow], study: StudySettings) -> str:
-    flagged = _slow_names(rows)
+    flagged = slow_rows(rows)
     if not flagged:
         return ""
     names = _join([f"`{name}`" for name in sorted(flagged)])

@@ -17,7 +17,7 @@ from nmt.errors import NmtError
 from nmt.files import atomic_path, atomic_write_text
 from nmt.study_discussion import discussion
 from nmt.study_plan import outline, plan
-from nmt.study_rows import RunRow, SettingRow, run_row, settings_of
+from nmt.study_rows import RunRow, SettingRow, run_row, settings_of, slow_rows
 from nmt.study_runs import (
     DEFAULT_DOCS_DIR,
     STEP_SCHEDULES,
@@ -26,7 +26,7 @@ from nmt.study_runs import (
     finished,
     read_study,
 )
-from nmt.study_stats import Spread, slow_runs
+from nmt.study_stats import Spread
 
 logger = logging.getLogger(__name__)
 
@@ -254,8 +254,7 @@ def render_report(settings: StudySettings, study_dir: Path, docs_dir: Path,
 def _results(settings: StudySettings, rows: Sequence[RunRow]) -> list[str]:
     """The tables (settings, longer runs, runs, heads) and the curves."""
     grouped = settings_of(rows)
-    slow = slow_runs({row.name: (row.speed_group(row.cpus), row.tokens_per_second)
-                      for row in rows})
+    slow = slow_rows(rows)
     lines = ["## Results", "", *markdown_table(SETTING_HEADER, map(setting_cells, grouped)),
              "", *_column_notes(), ""]
     base = {s.setting: s for s in grouped}

@@ -13,7 +13,7 @@ from pathlib import Path
 from nmt.errors import NmtError
 from nmt.rundir import METRICS_FILE
 from nmt.study_runs import RESULT_FILE, SettingOf, cpus_used, read_json
-from nmt.study_stats import Spread, spread, training_speed
+from nmt.study_stats import Spread, slow_runs, spread, training_speed
 
 
 @dataclass
@@ -106,3 +106,10 @@ def settings_of(rows: Sequence[RunRow]) -> list[SettingRow]:
         if not row.long:
             groups.setdefault(row.setting, SettingRow(*row.setting, [])).runs.append(row)
     return list(groups.values())
+
+
+def slow_rows(rows: Sequence[RunRow]) -> dict[str, float]:
+    """The runs flagged slow by `nmt.study_stats.slow_runs` (siblings: the same setting on
+    as many CPUs): run name -> the median speed of its siblings."""
+    return slow_runs({row.name: (row.speed_group(row.cpus), row.tokens_per_second)
+                      for row in rows})
