@@ -189,8 +189,7 @@ def _lifespan(translators: dict[str, Translator], batchers: dict[str, RequestBat
     async def lifespan(app):
         if warm_up:  # trace the default searches now, not during the first request
             for model in translators.values():
-                for beam in sorted({1, limits.default_beam}):
-                    model.translate(["Ein Test."], beam=beam)
+                model.warm_up(sorted({1, limits.default_beam}))
         for each in batchers.values():
             each.start()
         if ready_message:

@@ -9,7 +9,7 @@ alignments, JSON and the web page).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +135,14 @@ class Translator:
         return self._search(source, beam, alpha, max_length_ratio,
                             batch_size or source.shape[0])
 
+    def warm_up(self, beams: Iterable[int], max_length_ratio: float = 2.0) -> None:
+        """Trace and compile the searches of `beams` now (for a one-sentence batch), as a
+        server does before its first request; otherwise a search's first small call runs
+        eagerly and its second one pays for tracing (`nmt.compiled_search`)."""
+        source = padded(self.encode_sources(["Ein Test."])[0])
+        for beam in beams:
+            self._search(source, beam, DEFAULT_LENGTH_PENALTY, max_length_ratio, 1, eager=False)
+
     # ---------------------------------------------------------------------- text API
     def translate(self, texts: Sequence[str], beam: int = 5, alpha: float = DEFAULT_LENGTH_PENALTY,
                   max_length_ratio: float = 2.0, batch_size: int = 64,
@@ -208,9 +216,8 @@ class Translator:
         """Source ids with EOS, truncated to MAX_SOURCE_TOKENS (flagged and logged)."""
         if not texts:
             return [], []
-        ragged = self.source_tokenizer.tokenize(tf.constant(list(texts), dtype=tf.string))
         ids, truncated = [], []
-        for index, row in enumerate(ragged.to_list()):
+        for index, row in enumerate(self.source_tokenizer.ids_of(texts)):
             cut = len(row) > MAX_SOURCE_TOKENS - 1
             if cut:
                 logger.warning("sentence %d has %d subword tokens; translating only the first "
@@ -224,20 +231,19 @@ class Translator:
         """Parallel sentences as the model's training input: padded source ids with EOS
         [batch, ts] and padded target ids after BOS [batch, tt] (int32, PAD_ID = 0)."""
         source_ids, _ = self.encode_sources(sources)
-        pieces = self.target_tokenizer.tokenize(tf.constant(list(targets), dtype=tf.string))
-        target_ids = [[BOS_ID, *row] for row in pieces.to_list()]
+        target_ids = [[BOS_ID, *row] for row in self.target_tokenizer.ids_of(targets)]
         return padded(source_ids), padded(target_ids)
 
     def _batch_strings(self, batch: np.ndarray, output: dict, n_best: int) -> dict:
-        """Translations and pieces of a whole batch, each in one tensorflow-text call."""
+        """Translations [batch][n_best] and source and target pieces [batch][len] of a whole
+        batch (sentencepiece in Python: `SubwordTokenizer.texts_of`)."""
         tokens = output["tokens"]  # [batch, beam, tt]
         rows, _, time = tokens.shape
-        best = tf.constant(tokens[:, :n_best].reshape(-1, time))
-        texts = self.target_tokenizer.detokenize(best).numpy().reshape(rows, n_best)
+        texts = self.target_tokenizer.texts_of(tokens[:, :n_best].reshape(-1, time))
         return {
-            "texts": [[t.decode("utf-8") for t in row] for row in texts],
-            "source": _decoded(self.source_tokenizer.id_to_piece(tf.constant(batch))),
-            "target": _decoded(self.target_tokenizer.id_to_piece(tf.constant(tokens[:, 0]))),
+            "texts": [texts[row * n_best:(row + 1) * n_best] for row in range(rows)],
+            "source": self.source_tokenizer.pieces_of(batch),
+            "target": self.target_tokenizer.pieces_of(tokens[:, 0]),
         }
 
     def _translation(self, text, source_length, output, strings, row, truncated) -> Translation:
@@ -254,15 +260,9 @@ class Translator:
                            None if heads is None else heads[row, :, :, :length, :source_length])
 
     def pieces(self, ids: Sequence[int], target: bool = False) -> list[str]:
+        """The pieces of source ids (or target ids with `target`)."""
         tokenizer = self.target_tokenizer if target else self.source_tokenizer
-        if not ids:
-            return []
-        return [p.decode("utf-8") for p in tokenizer.id_to_piece(tf.constant(ids)).numpy()]
-
-
-def _decoded(pieces: tf.Tensor) -> list[list[str]]:
-    """A [batch, len] tensor of piece strings as Python lists."""
-    return [[piece.decode("utf-8") for piece in row] for row in pieces.numpy()]
+        return tokenizer.pieces_of([ids])[0]
 
 
 def padded(rows: Sequence[Sequence[int]]) -> np.ndarray:

@@ -95,7 +95,8 @@ def test_each_sentence_keeps_its_own_length_limit():
 def test_compiled_search_gives_the_eager_float32_tokens(translator, sources, beam, alpha):
     source = source_batch(translator, sources[:23])  # 23 rows: padded to 64, width to 48
     expected = eager_reference(translator.model, source, beam, alpha)
-    found = CompiledSearch(translator.model)(source, beam, alpha, 2.0, batch_size=64)
+    found = CompiledSearch(translator.model)(source, beam, alpha, 2.0, batch_size=64,
+                                             eager=False)
     assert np.any(found["tokens"] == EOS_ID) and len(set(found["lengths"][:, 0])) > 1
     for key in ("tokens", "lengths"):
         np.testing.assert_array_equal(found[key], expected[key], err_msg=key)
@@ -122,10 +123,37 @@ def test_a_search_too_large_to_hold_runs_as_a_plain_graph(translator, sources, m
     monkeypatch.setattr(compiled_search, "MAX_COMPILED_ELEMENTS", 1000)
     search = CompiledSearch(translator.model)
     source = source_batch(translator, sources[:2])
-    result = search(source, 1, 0.0, 2.0, batch_size=64)
+    result = search(source, 1, 0.0, 2.0, batch_size=64, eager=False)
     assert list(search._functions) == [(1, 2.0, False)]
     np.testing.assert_array_equal(result["tokens"],
                                   eager_reference(translator.model, source, 1, 0.0)["tokens"])
+
+
+@pytest.mark.parametrize("beam", [1, 5])
+def test_a_small_first_call_runs_eagerly_and_later_ones_compiled(translator, sources, beam):
+    """A one-off translation skips tracing; the next call of the search traces and compiles,
+    with the same tokens and scores."""
+    search = CompiledSearch(translator.model)
+    source = source_batch(translator, sources[:2])
+    first = search(source, beam, 1.0, 2.0, batch_size=64)
+    assert search._functions == {}
+    second = search(source, beam, 1.0, 2.0, batch_size=64)
+    assert list(search._functions) == [(beam, 2.0, True)]
+    for key in ("tokens", "lengths"):
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+    np.testing.assert_allclose(first["scores"], second["scores"], atol=1e-4)
+    np.testing.assert_allclose(first["weights"], second["weights"], atol=1e-5)
+    large = source_batch(translator, sources[:17])  # more than EAGER_HYPOTHESES rows
+    search(large, 1 if beam > 1 else 2, 1.0, 2.0, batch_size=64)
+    assert len(search._functions) == 2
+
+
+def test_warm_up_compiles_the_searches_a_server_uses(tmp_path):
+    translator = Translator.load(MODEL)
+    translator.warm_up([1, 5])
+    assert sorted(translator._search._functions) == [(1, 2.0, True), (5, 2.0, True)]
+    translator.translate(["Ein Hund."], beam=5)
+    assert sorted(translator._search._functions) == [(1, 2.0, True), (5, 2.0, True)]
 
 
 # ---------------------------------------------------------------------------------- bfloat16

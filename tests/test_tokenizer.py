@@ -7,6 +7,7 @@ import re
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sentencepiece
 import tensorflow as tf
@@ -198,6 +199,38 @@ def test_dense_detokenize_stops_at_eos_and_drops_pad_and_bos(german):
     assert german.detokenize(dense).numpy().tolist() == expected
     ragged = tf.ragged.constant(rows, dtype=tf.int32)
     assert german.detokenize(ragged).numpy().tolist() == expected
+
+
+ODD_TEXTS = ["Ein Mann fährt Fahrrad.", "", "   ", "  zwei   Leerzeichen  ", "a\tb", "\x00\x00",
+             "\u200b", "ß→中文 😀", "Ǿ\u0301 ŉ ẞ", '„Hallo“, sagt er. (leise) – «oui»',
+             "Katze\x1fVogel", "\ufeffBOM"]
+
+
+def test_python_twins_give_the_in_graph_ids(german, corpora):
+    texts = corpora["de"][:3000] + ODD_TEXTS
+    assert german.ids_of(texts) == german.tokenize(tf.constant(texts)).to_list()
+    assert german.ids_of([]) == []
+
+
+def test_python_twins_give_the_in_graph_strings_and_pieces(german, corpora):
+    """texts_of and pieces_of equal detokenize and id_to_piece on model-like output: the
+    ids of real and odd sentences (byte pieces included), then EOS, PAD, BOS and junk."""
+    ids = german.ids_of(corpora["de"][3000:5000] + ODD_TEXTS)
+    rng = np.random.default_rng(0)
+    rows = []
+    for row in ids:
+        junk = rng.integers(0, german.vocab_size, size=int(rng.integers(0, 6))).tolist()
+        special = rng.choice([tokenizer.EOS_ID, tokenizer.PAD_ID, tokenizer.BOS_ID])
+        rows.append([*row[:3], int(special), *row[3:], tokenizer.EOS_ID, *junk])
+    width = max(map(len, rows))
+    dense = np.array([row + [tokenizer.PAD_ID] * (width - len(row)) for row in rows], np.int32)
+    in_graph = [t.decode("utf-8") for t in german.detokenize(tf.constant(dense)).numpy()]
+    assert german.texts_of(dense) == in_graph
+    assert german.texts_of(rows) == in_graph
+    assert german.texts_of([[tokenizer.BOS_ID, *ids[0], tokenizer.EOS_ID]]) == [corpora["de"][3000]]
+    pieces = german.id_to_piece(tf.constant(dense)).numpy()
+    assert german.pieces_of(dense) == [[p.decode("utf-8") for p in row] for row in pieces]
+    assert german.pieces_of([[]]) == [[]]
 
 
 def test_load_gives_identical_ids(german, model_paths, corpora):

@@ -40,20 +40,27 @@ def test_a_folder_that_cannot_be_made_means_no_cache(monkeypatch, tmp_path):
 
 
 def test_a_second_run_loads_what_the_first_compiled(tiny_run, tmp_path):
-    env = {**os.environ, "NMT_XLA_CACHE": str(tmp_path)}
+    cache = tmp_path / "cache"
+    env = {**os.environ, "NMT_XLA_CACHE": str(cache)}
     env.pop("TF_XLA_FLAGS", None)
+    document = tmp_path / "document.de"  # 20 sentences at beam 5: compiled, not eager
+    document.write_text("Ein Mann fährt Fahrrad.\nZwei Hunde spielen im Schnee.\n" * 10,
+                        encoding="utf-8")
 
-    def translate():
+    def translate(*arguments):
         completed = subprocess.run(
             [sys.executable, str(REPO / "translate.py"), "--checkpoint", str(tiny_run),
-             "Ein Mann fährt Fahrrad."], capture_output=True, text=True, env=env, timeout=300)
+             *arguments], capture_output=True, text=True, env=env, timeout=300)
         assert completed.returncode == 0, completed.stderr[-2000:]
-        return completed.stdout, sorted(path.name for path in tmp_path.rglob("*.pb"))
+        return completed.stdout, sorted(path.name for path in cache.rglob("*.pb"))
 
-    first, compiled = translate()
-    second, after = translate()
+    first, compiled = translate("-i", str(document))
+    second, after = translate("-i", str(document))
     assert compiled and after == compiled  # loaded, not compiled again
     assert second == first
+    # One sentence is searched eagerly (nmt.compiled_search): nothing new to compile.
+    one, after_one = translate("Ein Mann fährt Fahrrad.")
+    assert after_one == compiled and one == first.splitlines(keepends=True)[0]
 
 
 def test_an_xla_training_keeps_its_compiled_step_and_a_second_seed_loads_it(tmp_path):
