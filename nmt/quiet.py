@@ -65,7 +65,7 @@ def tensorflow_starting(verbose: bool = False) -> Iterator[None]:
 
 
 def load_tensorflow(verbose: bool = False) -> None:
-    """Import TensorFlow and tensorflow-text and initialise the devices; silently unless
+    """Import TensorFlow and initialise the devices; silently unless
     `verbose`. Later TensorFlow log lines below ERROR are filtered too: its Python logger's
     and absl's, which otherwise reach the root logger that nmt's commands set to INFO for
     their own progress lines (every checkpoint save logs "Sharding callback duration")."""
@@ -81,7 +81,8 @@ def load_tensorflow(verbose: bool = False) -> None:
 def _start_tensorflow() -> None:
     with _without_matplotlib():
         import tensorflow as tf
-    import tensorflow_text  # noqa: F401  (registers the sentencepiece ops)
+    # Not tensorflow-text: `nmt.tokenizer` imports it, as quietly, when an in-graph
+    # tokenizer is first needed (training, export); a translation needs none.
 
     # The first op initialises the devices (the cuInit line). A transpose of booleans also
     # makes oneDNN log, now instead of at the first real graph, its once-per-process

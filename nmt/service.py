@@ -92,10 +92,7 @@ async def translate_request(batcher: RequestBatcher, request: TranslateRequest,
 
 def source_tokens(translator: Translator, sentences: list[str]) -> int:
     """How many subword tokens the source tokenizer makes of `sentences`, in all."""
-    import tensorflow as tf
-
-    pieces = translator.source_tokenizer.tokenize(tf.constant(sentences, dtype=tf.string))
-    return int(pieces.row_lengths().numpy().sum())
+    return sum(map(len, translator.source_tokenizer.ids_of(sentences)))
 
 
 async def until_disconnected(receive) -> None:

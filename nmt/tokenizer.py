@@ -43,15 +43,19 @@ from __future__ import annotations
 import io
 import itertools
 import logging
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sentencepiece
 import tensorflow as tf
-import tensorflow_text
 
 from nmt.errors import CheckpointError, DataError
 from nmt.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import tensorflow_text
 
 logger = logging.getLogger(__name__)
 
@@ -184,16 +188,28 @@ class SubwordTokenizer(tf.Module):
         """
         super().__init__(name=name)
         # The same model in sentencepiece's own processor, for the Python-side methods
-        # (`ids_of`, `texts_of`, `pieces_of`); not a tf.Module attribute, so never exported.
+        # (`ids_of`, `texts_of`, `pieces_of`); not a TensorFlow object, so never exported.
         self._processor = _checked_processor(model_proto)
         self._vocab_size = self._processor.get_piece_size()
         self._model_proto = bytes(model_proto)
         # A name of its own: loading a SavedModel shares resource ops by name, and every
         # unnamed tokenizer's op has the same one, so a source and a target tokenizer saved
         # together would come back as one vocabulary.
-        self._tokenizer = tensorflow_text.SentencepieceTokenizer(
-            model=model_proto, out_type=tf.int32, name=f"sentencepiece_{next(_OP_NUMBERS)}"
-        )
+        self._op_name = f"sentencepiece_{next(_OP_NUMBERS)}"
+        self._in_graph_tokenizer = None  # made on first use: see `in_graph`
+
+    @property
+    def in_graph(self) -> tensorflow_text.SentencepieceTokenizer:
+        """tensorflow-text's tokenizer of this model, for `tokenize`, `detokenize` and
+        `id_to_piece`. Made on first use, outside any function being traced: a translator
+        uses only the Python methods, and a start that needs no tensorflow-text saves its
+        import (`nmt.quiet`)."""
+        if self._in_graph_tokenizer is None:
+            text = _tensorflow_text()
+            with tf.init_scope():
+                self._in_graph_tokenizer = text.SentencepieceTokenizer(
+                    model=self._model_proto, out_type=tf.int32, name=self._op_name)
+        return self._in_graph_tokenizer
 
     @classmethod
     def load(cls, path: str | Path) -> SubwordTokenizer:
@@ -234,7 +250,7 @@ class SubwordTokenizer(tf.Module):
             ``[batch, (len)]`` int32 ragged ids.
         """
         texts = tf.convert_to_tensor(texts, dtype=tf.string)
-        return self._tokenizer.tokenize(texts)
+        return self.in_graph.tokenize(texts)
 
     def sampler(self, alpha: float) -> Callable[[tf.Tensor], tf.RaggedTensor]:
         """A ``tokenize`` that draws a new segmentation on every call (subword regularisation,
@@ -247,7 +263,7 @@ class SubwordTokenizer(tf.Module):
         """
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"Expected a sampling alpha in (0, 1]. Received: alpha={alpha}")
-        tokenizer = tensorflow_text.SentencepieceTokenizer(
+        tokenizer = _tensorflow_text().SentencepieceTokenizer(
             model=self._model_proto, out_type=tf.int32, nbest_size=-1, alpha=alpha,
             name=f"sentencepiece_sampler_{next(_OP_NUMBERS)}")
 
@@ -268,13 +284,13 @@ class SubwordTokenizer(tf.Module):
         Returns:
             ``[batch]`` tf.string.
         """
-        return self._tokenizer.detokenize(strip_special_ids(ids))
+        return self.in_graph.detokenize(strip_special_ids(ids))
 
     def id_to_piece(self, ids: tf.Tensor | tf.RaggedTensor) -> tf.Tensor | tf.RaggedTensor:
         """Map ids to their pieces (``"▁Mann"``, ``"<0xE4>"``), same shape as ``ids``."""
         if isinstance(ids, tf.RaggedTensor):
             return ids.with_flat_values(self.id_to_piece(ids.flat_values))
-        return self._tokenizer.id_to_string(tf.cast(ids, tf.int32))
+        return self.in_graph.id_to_string(tf.cast(ids, tf.int32))
 
     # Python-side twins of tokenize, detokenize and id_to_piece: the same sentencepiece
     # model in its own processor, with the same results (tests compare them). A translator
@@ -302,6 +318,17 @@ class SubwordTokenizer(tf.Module):
         """Pieces of one sentence (eager Python convenience for tests and plots)."""
         pieces = self.id_to_piece(self.tokenize(tf.constant([text])))[0]
         return [piece.decode("utf-8") for piece in pieces.numpy().tolist()]
+
+
+def _tensorflow_text():
+    """The tensorflow_text module, imported on first use as quietly as TensorFlow was
+    (`nmt.quiet`): its op libraries write to stderr while they load."""
+    if "tensorflow_text" not in sys.modules:
+        from nmt.quiet import native_stderr_captured
+
+        with native_stderr_captured():
+            import tensorflow_text  # noqa: F401
+    return sys.modules["tensorflow_text"]
 
 
 def _lists(rows: Iterable[Sequence[int]]) -> list[list[int]]:
