@@ -4,9 +4,7 @@
 The command lives in `nmt/cli/translate.py`; see `python translate.py --help`.
 """
 
-import sys
-
-from nmt.cli.translate import main
+from nmt.cli.translate import console_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

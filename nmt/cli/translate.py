@@ -23,10 +23,11 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 # None of these imports TensorFlow: arguments are checked before it loads (nmt.quiet).
 from nmt.alignment import sentence_alignment, to_pharaoh
-from nmt.cli import ArgumentParser
+from nmt.cli import ArgumentParser, exit_at_once
 from nmt.config import DEFAULT_LENGTH_PENALTY, check_search_options
 from nmt.precision import DEFAULT_DTYPE, DTYPES
 from nmt.quiet import load_tensorflow
@@ -228,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def console_main() -> NoReturn:
+    """The `nmt-translate` program (and `python translate.py`): `main`, then a quick exit."""
+    exit_at_once(main())
 
 
 def check_arguments(args: argparse.Namespace) -> Path:
