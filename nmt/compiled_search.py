@@ -11,9 +11,10 @@ Outputs are cut back to the caller's batch, source width and the longest hypothe
 uncompiled search returns them.
 
 A search's first call runs eagerly when it is small (at most `EAGER_HYPOTHESES` rows x beam):
-tracing the search takes about 0.7 s and compiling a shape about 1 s more, while searching
-one sentence eagerly takes about 0.1 s, so a one-off translation (`translate.py "..."`)
-starts faster. Its second call and any larger first call trace and compile as above.
+searching one sentence at beam 5 eagerly took 0.2 to 0.35 s, tracing and compiling the
+search for it 1.2 to 2.2 s (`bench/bench_translate.py`, 2 cores), so a one-off translation
+(`translate.py "..."`) starts faster. Its second call and any larger first call trace and
+compile as above.
 """
 
 from __future__ import annotations
