@@ -305,20 +305,20 @@ class SubwordTokenizer(tf.Module):
         """Each row of ids joined into a string as `detokenize` does: everything from the
         first EOS on is dropped, as are PAD and BOS ids. `rows`: lists or an int array
         [batch, len]."""
-        return [self._processor.decode(_plain_ids(row)) for row in _lists(rows)]
+        rows = [_plain_ids(row) for row in _lists(rows)]
+        return self._processor.decode(rows) if rows else []  # decode([]) gives one ""
 
     def pieces_of(self, rows: Iterable[Sequence[int]]) -> list[list[str]]:
         """Each row of ids as pieces (``"▁Mann"``, ``"<0xE4>"``), as `id_to_piece` gives them."""
         return [self._processor.id_to_piece(row) for row in _lists(rows)]
 
     def encode(self, text: str) -> list[int]:
-        """Ids of one sentence (eager Python convenience for tests and plots)."""
-        return self.tokenize(tf.constant([text]))[0].numpy().tolist()
+        """Ids of one sentence (`ids_of`, for tests and plots)."""
+        return self.ids_of([text])[0]
 
     def pieces(self, text: str) -> list[str]:
-        """Pieces of one sentence (eager Python convenience for tests and plots)."""
-        pieces = self.id_to_piece(self.tokenize(tf.constant([text])))[0]
-        return [piece.decode("utf-8") for piece in pieces.numpy().tolist()]
+        """Pieces of one sentence (`pieces_of`, for tests and plots)."""
+        return self.pieces_of([self.encode(text)])[0]
 
 
 def _tensorflow_text():
@@ -338,7 +338,9 @@ def _lists(rows: Iterable[Sequence[int]]) -> list[list[int]]:
 
 
 def _plain_ids(row: list[int]) -> list[int]:
-    """`row` up to its first EOS, without PAD and BOS ids (as `strip_special_ids`)."""
+    """`row` up to its first EOS, without PAD and BOS ids (as `strip_special_ids`). Not left
+    to sentencepiece's decode, which skips control ids too but then no longer joins the
+    byte pieces on either side of one into a character."""
     if EOS_ID in row:
         row = row[:row.index(EOS_ID)]
     return [i for i in row if i != PAD_ID and i != BOS_ID]
