@@ -27,9 +27,21 @@ def length_penalty(lengths: tf.Tensor, alpha: float | tf.Tensor) -> tf.Tensor:
     return tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, alpha)
 
 
-def token_log_probs(logits: tf.Tensor) -> tf.Tensor:
-    """Log-softmax of logits [rows, vocab] in float32, whatever the model's compute dtype."""
-    return tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+def log_normaliser(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The row maxima m and log(sum(exp(logits - m))) of logits [rows, vocab], in float32
+    whatever the model's compute dtype: a token's log-probability is (logit - m) - that, as
+    a log-softmax computes it, without writing out the whole [rows, vocab] result."""
+    logits = tf.cast(logits, tf.float32)
+    maxima = tf.reduce_max(logits, axis=-1, keepdims=True)
+    return maxima, tf.math.log(tf.reduce_sum(tf.exp(logits - maxima), axis=-1, keepdims=True))
+
+
+def best_tokens(logits: tf.Tensor, count: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The `count` most probable tokens of each row of logits [rows, vocab] and their
+    float32 log-probabilities, both [rows, count], best first (lower id first on ties)."""
+    values, tokens = tf.math.top_k(tf.cast(logits, tf.float32), k=count)
+    maxima, normaliser = log_normaliser(logits)
+    return (values - maxima) - normaliser, tokens
 
 
 def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor,
@@ -55,10 +67,10 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor,
 
     def step(time, previous, state, finished, scores, tokens, weights):
         logits, state, step_weights = model.decode_step(previous, state, memory)
-        log_probs = token_log_probs(logits)
-        chosen = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+        chosen = tf.argmax(logits, axis=-1, output_type=tf.int32)
         chosen = tf.where(finished, PAD_ID, chosen)
-        gain = tf.gather(log_probs, chosen, batch_dims=1)
+        # The chosen logit is the row's maximum: its log-probability is -log_normaliser.
+        gain = -log_normaliser(logits)[1][:, 0]
         scores += tf.where(finished, 0.0, gain)
         step_weights = tf.where(finished[:, None], 0.0, step_weights)
         finished |= tf.equal(chosen, EOS_ID) | (time + 1 >= max_lengths)
@@ -111,16 +123,22 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
     def step(time, previous, state, finished, log_probs, lengths, history):
         logits, state, step_weights = model.decode_step(tf.reshape(previous, [-1]), state,
                                                         memory)
-        vocab = tf.shape(logits)[-1]
-        token_scores = tf.reshape(token_log_probs(logits), [batch, k, vocab])
+        # Each hypothesis's own k best tokens hold the k best extensions of the whole beam
+        # (adding its score and dividing by its length penalty keeps a row's order), so the
+        # beam is ranked among k x k candidates instead of k x vocab.
+        count = min(k, logits.shape[-1] or k)
+        token_scores, tokens = best_tokens(logits, count)  # [batch * k, count]
+        token_scores = tf.reshape(token_scores, [batch, k, count])
+        tokens = tf.reshape(tokens, [batch, k * count])
         # A finished hypothesis continues only with PAD, at no cost.
-        pad_only = tf.one_hot(PAD_ID, vocab, on_value=0.0, off_value=NEG_INF)
+        pad_only = tf.concat([[0.0], tf.fill([count - 1], NEG_INF)], 0)
         token_scores = tf.where(finished[:, :, None], pad_only, token_scores)
-        candidates = log_probs[:, :, None] + token_scores  # [batch, k, vocab]
+        tokens = tf.where(tf.repeat(finished, count, axis=1), PAD_ID, tokens)
+        candidates = log_probs[:, :, None] + token_scores  # [batch, k, count]
         new_lengths = lengths[:, :, None] + tf.cast(~finished, tf.int32)[:, :, None]
         ranking = candidates / length_penalty(new_lengths, alpha)
         _, best = tf.math.top_k(tf.reshape(ranking, [batch, -1]), k=k)  # [batch, k]
-        origin, chosen = best // vocab, tf.cast(best % vocab, tf.int32)
+        origin, chosen = best // count, tf.gather(tokens, best, batch_dims=1)
         rows = tf.reshape(base + origin, [-1])  # which old hypothesis each new one extends
         log_probs = tf.gather(tf.reshape(candidates, [batch, -1]), best, batch_dims=1)
         lengths = tf.gather(new_lengths[:, :, 0], origin, batch_dims=1)

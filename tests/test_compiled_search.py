@@ -157,10 +157,16 @@ def test_warm_up_compiles_the_searches_a_server_uses(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- bfloat16
-def test_bfloat16_runs_the_matmuls_in_bfloat16_and_scores_in_float32(bfloat16_translator):
+def test_bfloat16_stores_the_weights_in_bfloat16_and_scores_in_float32(translator,
+                                                                      bfloat16_translator):
     model = bfloat16_translator.model
     assert model.dtype_policy.compute_dtype == "bfloat16"
-    assert all(variable.dtype == "float32" for variable in model.weights)
+    assert all(variable.dtype == "bfloat16" for variable in model.weights)
+    # The loaded weights are the float32 ones rounded to bfloat16 (8 bits of mantissa).
+    for half, full in zip(model.weights, translator.model.weights, strict=True):
+        full = full.numpy()
+        np.testing.assert_allclose(half.numpy().astype(np.float32), full,
+                                   rtol=2 ** -8, atol=1e-30, err_msg=half.path)
     result = bfloat16_translator.search(np.array([[40, 41, EOS_ID]], dtype=np.int32), beam=2)
     assert result["scores"].dtype == np.float32 and result["weights"].dtype == np.float32
 
@@ -181,6 +187,20 @@ def test_bfloat16_search_stays_within_the_documented_tolerance(translator, bfloa
     assert np.all(np.abs(half["log_probs"][:, 0] - rescored) <= tolerance)
 
 
+def test_a_large_bfloat16_search_runs_as_the_plain_graph(bfloat16_translator, sources):
+    """From BFLOAT16_GRAPH_HYPOTHESES on, oneDNN's bfloat16 graph; below, XLA."""
+    search = CompiledSearch(bfloat16_translator.model)
+    source = source_batch(bfloat16_translator, sources[:13])  # 13 x 5 = 65 hypotheses
+    large = search(source, 5, 1.0, 2.0, batch_size=64, eager=False)
+    search(source[:3], 5, 1.0, 2.0, batch_size=64, eager=False)  # 4 x 5 (padded rows)
+    search(source, 1, 0.0, 2.0, batch_size=64, eager=False)  # 16 x 1
+    assert sorted(search._functions) == [(1, 2.0, True), (5, 2.0, False), (5, 2.0, True)]
+    assert large["tokens"].shape[:2] == (13, 5) and np.all(large["lengths"][:, 0] > 1)
+    float32 = CompiledSearch(Translator.load(MODEL).model)
+    float32(source, 5, 1.0, 2.0, batch_size=64, eager=False)
+    assert list(float32._functions) == [(5, 2.0, True)]  # float32 stays compiled
+
+
 def test_dtype_names_are_checked_and_auto_follows_the_cpu(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=r"Expected one of \['float32', 'bfloat16', 'auto'\]"):
         precision.check_dtype("float16")
@@ -194,4 +214,4 @@ def test_dtype_names_are_checked_and_auto_follows_the_cpu(monkeypatch, tmp_path)
         monkeypatch.setattr(precision, "native_bfloat16", lambda native=native: native)
         assert precision.resolve_dtype("auto") == expected
         assert precision.resolve_dtype("float32") == "float32"
-    assert precision.keras_policy("bfloat16") == "mixed_bfloat16"
+    assert precision.keras_policy("bfloat16") == "bfloat16"

@@ -12,6 +12,8 @@ import logging
 import math
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ import tensorflow as tf
 from nmt import decoding
 from nmt.data import read_lines
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from nmt.translator import MAX_SOURCE_TOKENS, Translator
+from nmt.translator import MAX_SOURCE_TOKENS, SEARCHES_IN_FLIGHT, Translator
 from tests.helpers import REPO
 
 LONG_SENTENCE = " ".join(["Ein Mann mit einem roten Hut fährt Fahrrad ."] * 45)  # 405 words
@@ -194,6 +196,21 @@ def test_scores_and_attention_belong_to_the_hypothesis(translator, validation_so
     assert np.all(np.diff(result["scores"], axis=1) <= 0)  # best first
 
 
+def test_best_tokens_are_the_top_of_a_float32_log_softmax():
+    logits = np.random.default_rng(3).normal(size=(4, 50)).astype(np.float32) * 4
+    logits[1, [7, 9, 30]] = logits[1].max() + 1  # a three-way tie: lower ids first
+    scores, tokens = decoding.best_tokens(tf.constant(logits, tf.bfloat16), 3)
+    rounded = tf.cast(tf.constant(logits, tf.bfloat16), tf.float32).numpy()
+    shifted = rounded - rounded.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    expected = np.argsort(-log_probs, axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(tokens.numpy(), expected)
+    np.testing.assert_array_equal(tokens.numpy()[1], [7, 9, 30])
+    np.testing.assert_allclose(scores.numpy(), np.take_along_axis(log_probs, expected, 1),
+                               rtol=1e-6, atol=1e-6)
+    assert scores.dtype == tf.float32
+
+
 def test_length_penalty_formula():
     lengths = tf.constant([1, 7, 19])
     np.testing.assert_allclose(decoding.length_penalty(lengths, 0.0).numpy(), [1.0, 1.0, 1.0])
@@ -245,6 +262,29 @@ def test_chunks_keep_input_order(translator, validation_sources):
     assert [t.source for t in flat] == texts
     for translation, expected in zip(flat, translator.translate(texts, beam=1), strict=True):
         assert translation.text == expected.text
+
+
+def test_two_batches_are_searched_at_a_time(translator, validation_sources, monkeypatch):
+    searching, most = [], []
+    lock = threading.Lock()
+    search = translator.search
+
+    def counting_search(*args, **kwargs):
+        with lock:
+            searching.append(1)
+            most.append(len(searching))
+        time.sleep(0.2)  # long enough for the other worker to start its batch
+        try:
+            return search(*args, **kwargs)
+        finally:
+            with lock:
+                searching.pop()
+
+    expected = [t.text for t in translator.translate(validation_sources[:12], beam=1)]
+    monkeypatch.setattr(translator, "search", counting_search)
+    found = translator.translate(validation_sources[:12], beam=1, batch_size=3)
+    assert max(most) == SEARCHES_IN_FLIGHT == 2 and len(most) == 4
+    assert [t.text for t in found] == expected
 
 
 def test_batch_equals_one_at_a_time_when_hypotheses_reach_max_length(tiny_translator):
