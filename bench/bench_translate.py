@@ -13,6 +13,8 @@ in its own processes, alternating old and new:
   sentences/s, after a full warm-up pass (every batch shape compiled once);
 * `translate.py -i FILE` wall time on the first `--document-sentences` training sentences
   (beam 5, batch 64: the defaults), from process start to exit, and how many lines differ;
+* both of these again for the new code with `--dtype auto` (bfloat16 where the CPU has it,
+  `nmt.precision`), the "new, auto" column;
 * the cold start: wall time of `translate.py "Ein Mann fährt Fahrrad."`, best of
   `--cold-repeats`; the new code's first run starts with an empty XLA cache
   (`nmt.xla_cache`) and is reported on its own; and where one start's time goes.
@@ -40,6 +42,7 @@ BASELINE = "b12b977"  # the code before issue 20 (compiled search, bfloat16, fas
 CHECKPOINT_COMMIT = "803871b"  # checkpoints/multi30k-de-en as the old code wrote it
 CHECKPOINT = "checkpoints/multi30k-de-en"
 SETTINGS = ((1, 1), (1, 64), (5, 1), (5, 64))  # (beam, batch size)
+AUTO = "new, auto"  # the new code with --dtype auto
 COLD_SENTENCE = "Ein Mann fährt Fahrrad."
 # The old code's start imports tensorflow_text too; the new one leaves it for later.
 START_PART = "import TensorFlow (nmt.quiet.load_tensorflow)"
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-repeats", type=int, default=3)
     parser.add_argument("--results-dir", default=str(RESULTS))
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # code folder of one side
+    parser.add_argument("--dtype", help=argparse.SUPPRESS)  # the worker's Translator dtype
     args = parser.parse_args(argv)
     if args.worker:
         sys.path.insert(0, args.worker)
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     payload.update(baseline=args.baseline_repo or args.baseline,
                    checkpoint=args.checkpoint or f"{CHECKPOINT} at {args.checkpoint_commit}")
     _, md_path = write_results("bench_translate", payload,
-                               ["measure", "old", "new", "new / old", "floor", "met"],
+                               ["measure", "old", "new", "new / old", AUTO, "auto / old",
+                                "floor", "met by"],
                                table_rows(payload), Path(args.results_dir))
     print(md_path.read_text())
     return 0
@@ -95,28 +100,33 @@ def export_tree(commit: str, paths: list[str], destination: Path) -> Path:
 
 def measure(args, code: dict[str, Path], checkpoint: Path, scratch: Path) -> dict:
     """Every figure of both sides (see the module docstring)."""
-    speeds = {side: run_worker(folder, checkpoint, args) for side, folder in code.items()}
+    sides = {**{side: (folder, []) for side, folder in code.items()},
+             AUTO: (code["new"], ["--dtype", "auto"])}
+    speeds = {side: run_worker(folder, checkpoint, args, options)
+              for side, (folder, options) in sides.items()}
     document = write_document(args.data_dir, args.document_sentences, scratch / "document.de")
-    walls, outputs = {}, {}
-    for side, folder in code.items():
-        outputs[side] = scratch / f"document.{side}.en"
-        walls[side] = wall_time(folder, checkpoint, ["-i", str(document), "-o",
-                                                     str(outputs[side]), "--quiet"], scratch)
-    differ = sum(a != b for a, b in zip(outputs["old"].read_text().splitlines(),
-                                        outputs["new"].read_text().splitlines(), strict=True))
+    walls, lines = {}, {}
+    for side, (folder, options) in sides.items():
+        output = scratch / f"document.{side.replace(' ', '-')}.en"
+        walls[side] = wall_time(folder, checkpoint, ["-i", str(document), "-o", str(output),
+                                                     "--quiet", *options], scratch)
+        lines[side] = output.read_text().splitlines()
+    differ = {side: sum(a != b for a, b in zip(lines["old"], lines[side], strict=True))
+              for side in sides if side != "old"}
     cold = cold_starts(code, checkpoint, args.cold_repeats, scratch)
     return {"sentences": speeds["new"]["sentences"],
-            "runs": {side: speeds[side]["runs"] for side in code},
+            "runs": {side: speeds[side]["runs"] for side in sides},
             "parts": {side: speeds[side]["parts"] for side in code},
             "document": {"sentences": args.document_sentences, "seconds": walls,
                          "lines_that_differ": differ},
             "cold_start_seconds": cold}
 
 
-def run_worker(folder: Path, checkpoint: Path, args) -> dict:
-    """The speed figures of the code in `folder`, measured in a fresh process."""
+def run_worker(folder: Path, checkpoint: Path, args, options: list[str]) -> dict:
+    """The speed figures of the code in `folder` (with translate.py `options`: --dtype),
+    measured in a fresh process."""
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(folder),
-               "--checkpoint", str(checkpoint)]
+               "--checkpoint", str(checkpoint), *options]
     if args.data_dir:
         command += ["--data-dir", str(args.data_dir)]
     if args.limit:
@@ -146,7 +156,7 @@ def speed_worker(args) -> int:
     from nmt.translator import Translator
 
     start = time.perf_counter()
-    translator = Translator.load(args.checkpoint)
+    translator = Translator.load(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
     parts["load the model"] = time.perf_counter() - start
     for label in ("first sentence (old: traced and compiled; new: eager)",
                   "second sentence (new: traced and compiled)", "third sentence"):
@@ -203,33 +213,40 @@ def cold_starts(code: dict[str, Path], checkpoint: Path, repeats: int,
 
 
 def table_rows(payload: dict) -> list[list]:
-    """The Markdown rows: each measure old, new, ratio, the issue's floor and whether met."""
+    """The Markdown rows: each measure old, new, new with --dtype auto, the ratios to old,
+    the issue's floor and which of the new columns meet it."""
     rows = []
     runs = {side: {(r["beam"], r["batch_size"]): r["sentences_per_second"]
-                   for r in payload["runs"][side]} for side in ("old", "new")}
+                   for r in payload["runs"][side]} for side in ("old", "new", AUTO)}
     for beam, batch_size in SETTINGS:
         name = f"{'greedy' if beam == 1 else f'beam {beam}'}, batch {batch_size}"
-        old, new = runs["old"][beam, batch_size], runs["new"][beam, batch_size]
+        old, new, auto = (runs[side][beam, batch_size] for side in ("old", "new", AUTO))
         floor, _ = FLOORS[name]
         extra = " and 1.7x old" if (beam, batch_size) == (5, 64) else ""
-        met = new >= floor and (not extra or new >= 1.7 * old)
-        rows.append([f"{name} (sentences/s)", round(old, 1), round(new, 1),
-                     f"{new / old:.2f}x", f">= {floor:,.0f}{extra}", "yes" if met else "no"])
+        met = [label for label, speed in (("new", new), ("auto", auto))
+               if speed >= floor and (not extra or speed >= 1.7 * old)]
+        rows.append([f"{name} (sentences/s)", round(old, 1), round(new, 1), f"{new / old:.2f}x",
+                     round(auto, 1), f"{auto / old:.2f}x", f">= {floor:,.0f}{extra}",
+                     ", ".join(met) or "no"])
     document = payload["document"]
-    old, new = document["seconds"]["old"], document["seconds"]["new"]
+    seconds = document["seconds"]
+    old, new, auto = seconds["old"], seconds["new"], seconds[AUTO]
+    met = [label for label, wall in (("new", new), ("auto", auto)) if old >= 1.7 * wall]
     rows.append([f"translate.py -i, {document['sentences']:,} sentences (s)", round(old, 1),
-                 round(new, 1), f"{old / new:.2f}x faster", ">= 1.7x faster",
-                 "yes" if old >= 1.7 * new else "no"])
+                 round(new, 1), f"{old / new:.2f}x faster", round(auto, 1),
+                 f"{old / auto:.2f}x faster", ">= 1.7x faster", ", ".join(met) or "no"])
+    rows.append(["lines of that document that differ from old", "", document[
+        "lines_that_differ"]["new"], "", document["lines_that_differ"][AUTO], "", "", ""])
     cold = payload["cold_start_seconds"]
     rows.append(["cold start, 1 sentence (s)", round(cold["old"], 2), round(cold["new"], 2),
-                 f"{cold['new'] / cold['old']:.2f}x", "<= 0.7x old",
-                 "yes" if cold["new"] <= 0.7 * cold["old"] else "no"])
+                 f"{cold['new'] / cold['old']:.2f}x", "", "", "<= 0.7x old",
+                 "new" if cold["new"] <= 0.7 * cold["old"] else "no"])
     first = cold["new_first_run_empty_xla_cache"]
     rows.append(["cold start, empty XLA cache (s)", "", round(first, 2),
-                 f"{first / cold['old']:.2f}x", "", ""])
+                 f"{first / cold['old']:.2f}x", "", "", "", ""])
     for part in payload["parts"]["new"]:
         rows.append([f"start: {part} (s)", round(payload["parts"]["old"].get(part, 0.0), 2),
-                     round(payload["parts"]["new"][part], 2), "", "", ""])
+                     round(payload["parts"]["new"][part], 2), "", "", "", "", ""])
     return rows
 
 
