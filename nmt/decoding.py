@@ -64,6 +64,8 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor,
                                  max_steps=_cache_steps(max_length, max_steps))
     batch = tf.shape(source)[0]
     max_lengths = tf.broadcast_to(tf.cast(max_length, tf.int32), [batch])
+    if max_steps is None:
+        return _greedy_dropping_finished(model, memory, state, max_lengths, source)
 
     def step(time, previous, state, finished, scores, tokens, weights):
         logits, state, step_weights = model.decode_step(previous, state, memory)
@@ -92,6 +94,38 @@ def greedy_search(model, source: tf.Tensor, max_length: tf.Tensor,
     }
 
 
+def _greedy_dropping_finished(model, memory, state, max_lengths: tf.Tensor,
+                              source: tf.Tensor) -> dict[str, tf.Tensor]:
+    """`greedy_search` without static shapes: a sentence leaves the batch once it ends, so
+    later steps decode only the sentences still running (a batch of 64 sorted by source
+    length spends about 30 % of its row-steps on finished sentences otherwise). Each step
+    writes its tokens and attention at the sentences' own rows of the full batch."""
+    batch, width = tf.shape(source)[0], tf.shape(source)[1]
+
+    def step(time, previous, state, memory, rows, limits, scores, tokens, weights):
+        logits, state, step_weights = model.decode_step(previous, state, memory)
+        chosen = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        # The chosen logit is the row's maximum: its log-probability is -log_normaliser.
+        scores = tf.tensor_scatter_nd_add(scores, rows[:, None], -log_normaliser(logits)[1][:, 0])
+        tokens = tokens.write(time, tf.scatter_nd(rows[:, None], chosen, [batch]))
+        weights = weights.write(time, tf.scatter_nd(rows[:, None], step_weights, [batch, width]))
+        running = tf.where(~(tf.equal(chosen, EOS_ID) | (time + 1 >= limits)))[:, 0]
+        keep = lambda values: tf.gather(values, running)  # noqa: E731
+        return (time + 1, keep(chosen), tf.nest.map_structure(keep, state),
+                tf.nest.map_structure(keep, memory), keep(rows), keep(limits), scores, tokens,
+                weights)
+
+    loop_vars = (tf.constant(0), tf.fill([batch], BOS_ID), state, memory, tf.range(batch),
+                 max_lengths, tf.zeros([batch]), _steps_array(tf.int32, None, source.shape[:1]),
+                 _steps_array(tf.float32, None, source.shape))
+    *_, scores, tokens, weights = tf.while_loop(
+        lambda _t, _p, _s, _m, rows, *_: tf.size(rows) > 0,
+        step, loop_vars, shape_invariants=_rows_free(loop_vars))
+    tokens = tf.transpose(tokens.stack())  # [batch, tt]
+    return {"tokens": tokens, "weights": tf.transpose(weights.stack(), [1, 0, 2]),
+            "scores": scores, "lengths": _lengths(tokens)}
+
+
 def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
                 alpha: float | tf.Tensor = 0.0, max_steps: int | tf.Tensor | None = None
                 ) -> dict[str, tf.Tensor]:
@@ -118,37 +152,21 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
     state = tf.nest.map_structure(lambda t: tf.repeat(t, k, axis=0), state)
     # Only the first copy is alive at the start, so step 1 does not pick k equal prefixes.
     log_probs = tf.tile(tf.concat([[0.0], tf.fill([k - 1], NEG_INF)], 0)[None], [batch, 1])
+    if max_steps is None:
+        return _beam_dropping_finished(model, memory, state, max_lengths, log_probs, alpha, k,
+                                       source)
     base = tf.range(batch)[:, None] * k  # row offset of each sentence's beam
 
     def step(time, previous, state, finished, log_probs, lengths, history):
         logits, state, step_weights = model.decode_step(tf.reshape(previous, [-1]), state,
                                                         memory)
-        # Each hypothesis's own k best tokens hold the k best extensions of the whole beam
-        # (adding its score and dividing by its length penalty keeps a row's order), so the
-        # beam is ranked among k x k candidates instead of k x vocab.
-        count = min(k, logits.shape[-1] or k)
-        token_scores, tokens = best_tokens(logits, count)  # [batch * k, count]
-        token_scores = tf.reshape(token_scores, [batch, k, count])
-        tokens = tf.reshape(tokens, [batch, k * count])
-        # A finished hypothesis continues only with PAD, at no cost.
-        pad_only = tf.concat([[0.0], tf.fill([count - 1], NEG_INF)], 0)
-        token_scores = tf.where(finished[:, :, None], pad_only, token_scores)
-        tokens = tf.where(tf.repeat(finished, count, axis=1), PAD_ID, tokens)
-        candidates = log_probs[:, :, None] + token_scores  # [batch, k, count]
-        new_lengths = lengths[:, :, None] + tf.cast(~finished, tf.int32)[:, :, None]
-        ranking = candidates / length_penalty(new_lengths, alpha)
-        _, best = tf.math.top_k(tf.reshape(ranking, [batch, -1]), k=k)  # [batch, k]
-        origin, chosen = best // count, tf.gather(tokens, best, batch_dims=1)
-        rows = tf.reshape(base + origin, [-1])  # which old hypothesis each new one extends
-        log_probs = tf.gather(tf.reshape(candidates, [batch, -1]), best, batch_dims=1)
-        lengths = tf.gather(new_lengths[:, :, 0], origin, batch_dims=1)
-        was_finished = tf.gather(finished, origin, batch_dims=1)
+        origin, chosen, log_probs, lengths, was_finished = _extend_beams(
+            logits, finished, log_probs, lengths, alpha, k)
         finished = was_finished | tf.equal(chosen, EOS_ID) | (time + 1 >= max_lengths)
+        rows = tf.reshape(base + origin, [-1])  # which old hypothesis each new one extends
         state = tf.nest.map_structure(lambda t: tf.gather(t, rows), state)
-        step_weights = tf.reshape(tf.gather(step_weights, rows), [batch, k, -1])
-        step_weights = tf.where(was_finished[:, :, None], 0.0, step_weights)
         history = _record(history, time, tf.reshape(chosen, [-1]), rows,
-                          tf.reshape(step_weights, [batch * k, -1]))
+                          _chosen_weights(step_weights, rows, was_finished))
         return time + 1, chosen, state, finished, log_probs, lengths, history
 
     loop_vars = (tf.constant(0), tf.fill([batch, k], BOS_ID), state, tf.zeros([batch, k], tf.bool),
@@ -158,6 +176,89 @@ def beam_search(model, source: tf.Tensor, max_length: tf.Tensor, beam_size: int,
         step, loop_vars, shape_invariants=_batch_free(loop_vars))
     tokens, weights = _backtrack(history, time, batch * k, max_steps)  # [tt, batch * k, ...]
     return _best_first(tokens, weights, log_probs, lengths, alpha, k, tf.shape(source)[1])
+
+
+def _beam_dropping_finished(model, memory, state, max_lengths, log_probs, alpha, k: int,
+                            source: tf.Tensor) -> dict[str, tf.Tensor]:
+    """`beam_search` without static shapes: a sentence leaves the batch once all its
+    hypotheses have ended (see `_greedy_dropping_finished`). Each step's record is written
+    at the hypotheses' rows of the full batch; a sentence that has left stays put there
+    (PAD, its own row as the back-pointer), and its scores and lengths are kept."""
+    batch, width = tf.shape(source)[0], tf.shape(source)[1]
+    total, beam_offsets = batch * k, tf.range(k)[None, :]
+
+    def step(time, previous, state, memory, sentences, limits, finished, log_probs, lengths,
+             all_log_probs, all_lengths, history):
+        logits, state, step_weights = model.decode_step(tf.reshape(previous, [-1]), state,
+                                                        memory)
+        origin, chosen, log_probs, lengths, was_finished = _extend_beams(
+            logits, finished, log_probs, lengths, alpha, k)
+        finished = was_finished | tf.equal(chosen, EOS_ID) | (time + 1 >= limits)
+        rows = tf.reshape(tf.range(tf.shape(sentences)[0])[:, None] * k + origin, [-1])
+        state = tf.nest.map_structure(lambda t: tf.gather(t, rows), state)
+        full_rows = tf.reshape(sentences[:, None] * k + beam_offsets, [-1, 1])
+        history = _record(
+            history, time, tf.scatter_nd(full_rows, tf.reshape(chosen, [-1]), [total]),
+            tf.tensor_scatter_nd_update(tf.range(total), full_rows,
+                                        tf.reshape(sentences[:, None] * k + origin, [-1])),
+            tf.scatter_nd(full_rows, _chosen_weights(step_weights, rows, was_finished),
+                          [total, width]))
+        all_log_probs = tf.tensor_scatter_nd_update(all_log_probs, sentences[:, None], log_probs)
+        all_lengths = tf.tensor_scatter_nd_update(all_lengths, sentences[:, None], lengths)
+        running = tf.where(~tf.reduce_all(finished, axis=1))[:, 0]
+        keep = lambda values: tf.gather(values, running)  # noqa: E731
+        running_rows = tf.reshape(running[:, None] * k + tf.cast(beam_offsets, tf.int64), [-1])
+        keep_rows = lambda values: tf.gather(values, running_rows)  # noqa: E731
+        return (time + 1, keep(chosen), tf.nest.map_structure(keep_rows, state),
+                tf.nest.map_structure(keep_rows, memory), keep(sentences), keep(limits),
+                keep(finished), keep(log_probs), keep(lengths), all_log_probs, all_lengths,
+                history)
+
+    lengths = tf.zeros([batch, k], tf.int32)
+    loop_vars = (tf.constant(0), tf.fill([batch, k], BOS_ID), state, memory, tf.range(batch),
+                 max_lengths, tf.zeros([batch, k], tf.bool), log_probs, lengths, log_probs,
+                 lengths, _history(source, k, None))
+    time, *_, log_probs, lengths, history = tf.while_loop(
+        lambda _t, _p, _s, _m, sentences, *_: tf.size(sentences) > 0,
+        step, loop_vars, shape_invariants=_rows_free(loop_vars))
+    tokens, weights = _backtrack(history, time, total, None)  # [tt, batch * k, ...]
+    return _best_first(tokens, weights, log_probs, lengths, alpha, k, width)
+
+
+def _extend_beams(logits, finished, log_probs, lengths, alpha, k: int) -> tuple:
+    """One beam step's choice for n sentences: from the logits [n * k, vocab] of their
+    hypotheses, which finished [n, k] and their log_probs and lengths [n, k], the k best
+    extensions of each sentence. Returns origin (the hypothesis each extends) and chosen
+    (its token) [n, k], their log_probs and lengths [n, k], and whether the hypothesis
+    extended had finished [n, k].
+
+    Each hypothesis's own k best tokens hold the k best extensions of the whole beam (adding
+    its score and dividing by its length penalty keeps a row's order), so the beam is ranked
+    among k x k candidates instead of k x vocab."""
+    n = tf.shape(finished)[0]
+    count = min(k, logits.shape[-1] or k)
+    token_scores, tokens = best_tokens(logits, count)  # [n * k, count]
+    token_scores = tf.reshape(token_scores, [n, k, count])
+    tokens = tf.reshape(tokens, [n, k * count])
+    # A finished hypothesis continues only with PAD, at no cost.
+    pad_only = tf.concat([[0.0], tf.fill([count - 1], NEG_INF)], 0)
+    token_scores = tf.where(finished[:, :, None], pad_only, token_scores)
+    tokens = tf.where(tf.repeat(finished, count, axis=1), PAD_ID, tokens)
+    candidates = log_probs[:, :, None] + token_scores  # [n, k, count]
+    new_lengths = lengths[:, :, None] + tf.cast(~finished, tf.int32)[:, :, None]
+    ranking = candidates / length_penalty(new_lengths, alpha)
+    _, best = tf.math.top_k(tf.reshape(ranking, [n, -1]), k=k)  # [n, k]
+    origin, chosen = best // count, tf.gather(tokens, best, batch_dims=1)
+    return (origin, chosen, tf.gather(tf.reshape(candidates, [n, -1]), best, batch_dims=1),
+            tf.gather(new_lengths[:, :, 0], origin, batch_dims=1),
+            tf.gather(finished, origin, batch_dims=1))
+
+
+def _chosen_weights(step_weights: tf.Tensor, rows: tf.Tensor, was_finished: tf.Tensor):
+    """The attention [n * k, ts] of each new hypothesis: its origin's (`rows` [n * k]) of
+    this step's `step_weights` [n * k, ts], zero where the origin had finished [n, k]."""
+    chosen = tf.gather(step_weights, rows)
+    return tf.where(tf.reshape(was_finished, [-1])[:, None], 0.0, chosen)
 
 
 def _best_first(tokens, weights, log_probs, lengths, alpha, k: int, source_length) -> dict:
@@ -244,6 +345,18 @@ def _batch_free(loop_vars):
         if shape.rank in (None, 0):
             return shape
         return tf.TensorShape([None] * (shape.rank - 1) + [shape[-1]])
+    return tf.nest.map_structure(free, loop_vars, expand_composites=False)
+
+
+def _rows_free(loop_vars):
+    """Shape invariants with the first dimension unknown: the rows still decoding shrink."""
+    def free(value):
+        if isinstance(value, tf.TensorArray):
+            return tf.TensorShape(None)
+        shape = tf.TensorShape(value.shape)
+        if shape.rank in (None, 0):
+            return shape
+        return tf.TensorShape([None]).concatenate(shape[1:])
     return tf.nest.map_structure(free, loop_vars, expand_composites=False)
 
 
