@@ -199,6 +199,8 @@ def export_saved_model(translator: Translator, out: str | Path, beam: int = 5,
     info_json = json.dumps(info or {}, ensure_ascii=False, indent=2) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    # The export keeps the weights, not the translator's table of input projections.
+    tabulated = getattr(translator.model, "forget_input_projections", lambda: False)()
     try:
         tf.saved_model.save(module, str(temporary),
                             signatures={"serving_default": module.serve.get_concrete_function()})
@@ -208,6 +210,9 @@ def export_saved_model(translator: Translator, out: str | Path, beam: int = 5,
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    finally:
+        if tabulated:
+            translator.model.tabulate_input_projections()
     return out
 
 

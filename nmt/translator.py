@@ -116,6 +116,8 @@ class Translator:
             model.load_weights(run_dir / weights)
         except (ValueError, OSError) as error:
             raise CheckpointError(f"cannot load weights {run_dir / weights}: {error}") from error
+        if hasattr(model, "tabulate_input_projections"):  # a recurrent model
+            model.tabulate_input_projections()
         return cls(config, model, SubwordTokenizer.load(run_dir / SOURCE_TOKENIZER_FILE),
                    SubwordTokenizer.load(run_dir / TARGET_TOKENIZER_FILE), name=run_dir.name,
                    jit_compile=jit_compile)

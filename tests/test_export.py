@@ -204,6 +204,16 @@ def test_model_info_describes_the_export(served, exports, translator):
         assert set(info["signature"]["outputs"]) == set(served[beam]["dtypes"])
 
 
+def test_the_export_stores_the_weights_and_not_the_translators_table(exports, translator):
+    """The table of input projections (Seq2Seq.tabulate_input_projections, 4,000 x 1,536
+    floats here) stays out of the SavedModel, and the translator gets it back."""
+    weights_bytes = sum(variable.numpy().nbytes for variable in translator.model.variables)
+    for path in exports.values():
+        stored = sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+        assert stored < weights_bytes * 1.2, stored
+    assert translator.model._input_projections is not None
+
+
 # ------------------------------------------------------------------------------ command line
 def run_main(capsys, *args):
     code = translate.main(["export", *map(str, args)])

@@ -92,6 +92,31 @@ def test_jit_compiled_decode_step_matches_eager(mode):
         state = eager[1]
 
 
+TABLE_CASES = {"plain": {}, "tied": {"tie_embeddings": True},
+               "multi-layer": {"encoder_layers": 2, "decoder_layers": 2}}
+
+
+@pytest.mark.parametrize("overrides", TABLE_CASES.values(), ids=TABLE_CASES.keys())
+def test_tabulated_input_projections_give_the_keras_cells_step(overrides):
+    model = small_model(**overrides)
+    source, target_in = toy_batch()
+    memory, state = model.encode(source)
+    steps = [model.decode_step(target_in[:, 0], state, memory)]
+    assert model.tabulate_input_projections()
+    assert model._input_projections.shape == (13, 3 * 12)
+    steps.append(model.decode_step(target_in[:, 0], state, memory))
+    for keras_cell, table in zip(*(tf.nest.flatten(step) for step in steps), strict=True):
+        np.testing.assert_allclose(table.numpy(), keras_cell.numpy(), atol=1e-6)
+    assert model.forget_input_projections() and model._input_projections is None
+
+
+@pytest.mark.parametrize("overrides", [{"input_feeding": True}, {"cell": "lstm"}],
+                         ids=["input-feeding", "lstm"])
+def test_no_table_where_the_first_layer_reads_more_than_the_embedding(overrides):
+    model = small_model(**overrides)
+    assert not model.tabulate_input_projections() and model._input_projections is None
+
+
 def test_encode_and_decode_step_shapes():
     model = small_model(decoder_layers=2)
     source, target_in = toy_batch()
