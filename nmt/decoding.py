@@ -110,10 +110,8 @@ def _greedy_dropping_finished(model, memory, state, max_lengths: tf.Tensor,
         tokens = tokens.write(time, tf.scatter_nd(rows[:, None], chosen, [batch]))
         weights = weights.write(time, tf.scatter_nd(rows[:, None], step_weights, [batch, width]))
         running = tf.where(~(tf.equal(chosen, EOS_ID) | (time + 1 >= limits)))[:, 0]
-        keep = lambda values: tf.gather(values, running)  # noqa: E731
-        return (time + 1, keep(chosen), tf.nest.map_structure(keep, state),
-                tf.nest.map_structure(keep, memory), keep(rows), keep(limits), scores, tokens,
-                weights)
+        rows_left = _keep(running, tf.size(rows), (chosen, state, memory, rows, limits))
+        return (time + 1, *rows_left, scores, tokens, weights)
 
     loop_vars = (tf.constant(0), tf.fill([batch], BOS_ID), state, memory, tf.range(batch),
                  max_lengths, tf.zeros([batch]), _steps_array(tf.int32, None, source.shape[:1]),
@@ -206,13 +204,13 @@ def _beam_dropping_finished(model, memory, state, max_lengths, log_probs, alpha,
         all_log_probs = tf.tensor_scatter_nd_update(all_log_probs, sentences[:, None], log_probs)
         all_lengths = tf.tensor_scatter_nd_update(all_lengths, sentences[:, None], lengths)
         running = tf.where(~tf.reduce_all(finished, axis=1))[:, 0]
-        keep = lambda values: tf.gather(values, running)  # noqa: E731
         running_rows = tf.reshape(running[:, None] * k + tf.cast(beam_offsets, tf.int64), [-1])
-        keep_rows = lambda values: tf.gather(values, running_rows)  # noqa: E731
-        return (time + 1, keep(chosen), tf.nest.map_structure(keep_rows, state),
-                tf.nest.map_structure(keep_rows, memory), keep(sentences), keep(limits),
-                keep(finished), keep(log_probs), keep(lengths), all_log_probs, all_lengths,
-                history)
+        hypotheses = _keep(running_rows, tf.size(finished), (state, memory))
+        sentences_left = _keep(running, tf.size(sentences),
+                               (chosen, sentences, limits, finished, log_probs, lengths))
+        chosen, sentences, limits, finished, log_probs, lengths = sentences_left
+        return (time + 1, chosen, *hypotheses, sentences, limits, finished, log_probs, lengths,
+                all_log_probs, all_lengths, history)
 
     lengths = tf.zeros([batch, k], tf.int32)
     loop_vars = (tf.constant(0), tf.fill([batch, k], BOS_ID), state, memory, tf.range(batch),
@@ -223,6 +221,15 @@ def _beam_dropping_finished(model, memory, state, max_lengths, log_probs, alpha,
         step, loop_vars, shape_invariants=_rows_free(loop_vars))
     tokens, weights = _backtrack(history, time, total, None)  # [tt, batch * k, ...]
     return _best_first(tokens, weights, log_probs, lengths, alpha, k, width)
+
+
+def _keep(running: tf.Tensor, count: tf.Tensor, structures: tuple) -> tuple:
+    """`structures` (nests of tensors [count, ...]) cut to their rows `running` [kept], or
+    as they are when every row runs on: most steps end no sentence, and copying the
+    attention memory for nothing would cost about a tenth of a step."""
+    def cut():
+        return tf.nest.map_structure(lambda values: tf.gather(values, running), structures)
+    return tf.cond(tf.size(running, out_type=count.dtype) < count, cut, lambda: structures)
 
 
 def _extend_beams(logits, finished, log_probs, lengths, alpha, k: int) -> tuple:
