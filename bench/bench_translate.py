@@ -10,7 +10,9 @@ directory, without checksums.json), unless `--checkpoint` names another. Measure
 in its own processes, alternating old and new:
 
 * greedy and beam 5 at batch size 1 and 64 on the test_2016_flickr sentences, in
-  sentences/s, after a full warm-up pass (every batch shape compiled once);
+  sentences/s, after a full warm-up pass (every batch shape compiled once): the best of
+  `--repeats` timed passes, since a batch-64 pass lasts about a second and this kind of
+  shared machine stalls for part of one now and then;
 * `translate.py -i FILE` wall time on the first `--document-sentences` training sentences
   (beam 5, batch 64: the defaults), from process start to exit, and how many lines differ;
 * both of these again for the new code with `--dtype auto` (bfloat16 where the CPU has it,
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="time only the first N test sentences")
     parser.add_argument("--document-sentences", type=int, default=10000)
     parser.add_argument("--cold-repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed passes of each search setting (the best is reported)")
     parser.add_argument("--results-dir", default=str(RESULTS))
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # code folder of one side
     parser.add_argument("--dtype", help=argparse.SUPPRESS)  # the worker's Translator dtype
@@ -131,6 +135,7 @@ def run_worker(folder: Path, checkpoint: Path, args, options: list[str]) -> dict
         command += ["--data-dir", str(args.data_dir)]
     if args.limit:
         command += ["--limit", str(args.limit)]
+    command += ["--repeats", str(args.repeats)]
     completed = subprocess.run(command, check=True, capture_output=True, text=True,
                                env=side_environment(folder, None))
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -170,10 +175,13 @@ def speed_worker(args) -> int:
     runs = []
     for beam, batch_size in SETTINGS:
         translator.translate(sources, beam=beam, batch_size=batch_size)  # every shape once
-        start = time.perf_counter()
-        translator.translate(sources, beam=beam, batch_size=batch_size)
+        passes = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            translator.translate(sources, beam=beam, batch_size=batch_size)
+            passes.append(len(sources) / (time.perf_counter() - start))
         runs.append({"beam": beam, "batch_size": batch_size,
-                     "sentences_per_second": len(sources) / (time.perf_counter() - start)})
+                     "sentences_per_second": max(passes), "passes": passes})
     print(json.dumps({"sentences": len(sources), "runs": runs, "parts": parts}))
     return 0
 
