@@ -27,25 +27,20 @@ def length_penalty(lengths: tf.Tensor, alpha: float | tf.Tensor) -> tf.Tensor:
     return tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, alpha)
 
 
-def log_normaliser(logits: tf.Tensor, maxima: tf.Tensor | None = None
-                   ) -> tuple[tf.Tensor, tf.Tensor]:
-    """The row maxima m [rows, 1] and log(sum(exp(logits - m))) [rows, 1] of logits [rows,
-    vocab], in float32 whatever the model's compute dtype: a token's log-probability is
-    (logit - m) - that, as a log-softmax computes it, without writing out the whole
-    [rows, vocab] result. `maxima`: the row maxima when the caller has them already."""
+def log_normaliser(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The row maxima m and log(sum(exp(logits - m))) of logits [rows, vocab], in float32
+    whatever the model's compute dtype: a token's log-probability is (logit - m) - that, as
+    a log-softmax computes it, without writing out the whole [rows, vocab] result."""
     logits = tf.cast(logits, tf.float32)
-    if maxima is None:
-        maxima = tf.reduce_max(logits, axis=-1, keepdims=True)
+    maxima = tf.reduce_max(logits, axis=-1, keepdims=True)
     return maxima, tf.math.log(tf.reduce_sum(tf.exp(logits - maxima), axis=-1, keepdims=True))
 
 
 def best_tokens(logits: tf.Tensor, count: int) -> tuple[tf.Tensor, tf.Tensor]:
     """The `count` most probable tokens of each row of logits [rows, vocab] and their
     float32 log-probabilities, both [rows, count], best first (lower id first on ties)."""
-    logits = tf.cast(logits, tf.float32)
-    values, tokens = tf.math.top_k(logits, k=count)
-    # The best value is the row's maximum: no second pass over the vocabulary for it.
-    maxima, normaliser = log_normaliser(logits, values[:, :1])
+    values, tokens = tf.math.top_k(tf.cast(logits, tf.float32), k=count)
+    maxima, normaliser = log_normaliser(logits)
     return (values - maxima) - normaliser, tokens
 
 
