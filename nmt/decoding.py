@@ -345,26 +345,23 @@ def _steps_array(dtype: tf.DType, max_steps: int | tf.Tensor | None,
 
 def _batch_free(loop_vars):
     """Shape invariants with every dimension but the last unknown (batch and time vary)."""
-    def free(value):
-        if isinstance(value, tf.TensorArray):
-            return tf.TensorShape(None)
-        shape = tf.TensorShape(value.shape)
-        if shape.rank in (None, 0):
-            return shape
-        return tf.TensorShape([None] * (shape.rank - 1) + [shape[-1]])
-    return tf.nest.map_structure(free, loop_vars, expand_composites=False)
+    return _invariants(loop_vars, lambda shape: [None] * (shape.rank - 1) + [shape[-1]])
 
 
 def _rows_free(loop_vars):
     """Shape invariants with the first dimension unknown: the rows still decoding shrink."""
-    def free(value):
+    return _invariants(loop_vars, lambda shape: [None, *shape[1:]])
+
+
+def _invariants(loop_vars, free):
+    """Shape invariants of `loop_vars`: any shape for a TensorArray, a scalar's own, and
+    `free(shape)` for every other tensor."""
+    def invariant(value):
         if isinstance(value, tf.TensorArray):
             return tf.TensorShape(None)
         shape = tf.TensorShape(value.shape)
-        if shape.rank in (None, 0):
-            return shape
-        return tf.TensorShape([None]).concatenate(shape[1:])
-    return tf.nest.map_structure(free, loop_vars, expand_composites=False)
+        return shape if shape.rank in (None, 0) else tf.TensorShape(free(shape))
+    return tf.nest.map_structure(invariant, loop_vars, expand_composites=False)
 
 
 def _lengths(tokens: tf.Tensor) -> tf.Tensor:
