@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in measure_model(model, variants, args.data_dir, args.limit):
             runs.append(run)
             rows.append([model, run["setting"], run["batch_size"], run["sentences"], run["differ"],
-                         round(run["bleu"], 2), round(run["bleu_change"], 2),
+                         round(run["bleu"], 2), f"{run['bleu_change']:+.3f}",
                          round(run["sentences_per_second"], 1)])
             print(rows[-1], file=sys.stderr, flush=True)
     _, md_path = write_results("bench_precision", {"beam": 5, "runs": runs}, [

@@ -22,6 +22,11 @@ are slower than its float32 ones at those sizes. Measured on the shipped caption
 test sentences at batch 64, 2 cores: greedy 799 sentences/s in the graph against 555 with
 XLA, beam 5 223 against 183 (weights stored in bfloat16, `nmt.precision`). Smaller searches
 stay compiled: at one sentence XLA is 1.6x (beam 5) to 1.9x (greedy) faster than the graph.
+
+With `--dtype auto` (`nmt.precision`) a float32 translator hands the searches that would run
+as bfloat16 graphs (`BFLOAT16_GRAPH_HYPOTHESES` or more hypotheses, counting the padded
+rows) to a bfloat16 copy of its model, made at the first such search: each size runs on
+what is fastest for it (one sentence: float32 with XLA; a batch: the bfloat16 graph).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import bisect
 import math
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -80,13 +86,19 @@ class CompiledSearch:
         model: a `nmt.model.TranslationModel`.
         jit_compile: False runs the search as one plain graph for any shape, unpadded (the
             code before XLA; for comparison and for training's validation).
+        large_search_model: makes the (bfloat16) model that searches of
+            `BFLOAT16_GRAPH_HYPOTHESES` or more hypotheses run on (see above); None: all
+            run on `model`.
     """
 
-    def __init__(self, model, jit_compile: bool = True):
+    def __init__(self, model, jit_compile: bool = True,
+                 large_search_model: Callable[[], Any] | None = None):
         self.model, self.jit_compile = model, jit_compile
         self._functions: dict[tuple[int, float, bool], Callable] = {}
         self._called: set[tuple[int, float]] = set()  # (beam, ratio) searched before
         self._lock = threading.Lock()  # translators search two batches at a time
+        self._make_large_search_model = large_search_model
+        self._large_search: CompiledSearch | None = None  # made on first use
 
     def __call__(self, source: np.ndarray, beam: int, alpha: float, max_length_ratio: float,
                  batch_size: int, eager: bool | None = None) -> dict[str, np.ndarray]:
@@ -98,6 +110,11 @@ class CompiledSearch:
             lengths [batch, beam]; tt is the longest hypothesis.
         """
         batch, width = source.shape
+        rows = bucket(batch, batch_buckets(max(batch_size, batch)))
+        if (self._make_large_search_model is not None
+                and rows * beam >= BFLOAT16_GRAPH_HYPOTHESES):
+            return self._large_searcher()(source, beam, alpha, max_length_ratio, batch_size,
+                                          eager)
         limits = max_lengths(source, max_length_ratio)
         if eager is None:
             eager = ((beam, max_length_ratio) not in self._called
@@ -107,7 +124,6 @@ class CompiledSearch:
             output = _search(self.model, tf.constant(source), tf.constant(limits),
                              tf.constant(alpha, tf.float32), beam, None)
             return _cut(output, beam, batch, width)
-        rows = bucket(batch, batch_buckets(max(batch_size, batch)))
         padded_width = bucket(width, SOURCE_BUCKETS)
         steps = math.ceil(max_length_ratio * padded_width) + 5
         compiled = (self.jit_compile and not self._graph_is_faster(rows * beam)
@@ -117,6 +133,14 @@ class CompiledSearch:
         function = self._function(beam, max_length_ratio, compiled)
         output = function(tf.constant(source), tf.constant(limits), tf.constant(alpha, tf.float32))
         return _cut(output, beam, batch, width)
+
+    def _large_searcher(self) -> CompiledSearch:
+        """The search over the large-search model (`--dtype auto`), made on first use."""
+        with self._lock:
+            if self._large_search is None:
+                self._large_search = CompiledSearch(self._make_large_search_model(),
+                                                    self.jit_compile)
+        return self._large_search
 
     def _graph_is_faster(self, hypotheses: int) -> bool:
         """Whether the plain graph beats XLA for this many hypotheses (see above)."""

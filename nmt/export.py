@@ -199,8 +199,8 @@ def export_saved_model(translator: Translator, out: str | Path, beam: int = 5,
     info_json = json.dumps(info or {}, ensure_ascii=False, indent=2) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    # The export keeps the weights, not the translator's table of input projections.
-    tabulated = getattr(translator.model, "forget_input_projections", lambda: False)()
+    # The export keeps the weights, not the translator's precomputed tables.
+    tabulated = translator.model.forget_translation_tables()
     try:
         tf.saved_model.save(module, str(temporary),
                             signatures={"serving_default": module.serve.get_concrete_function()})
@@ -212,7 +212,7 @@ def export_saved_model(translator: Translator, out: str | Path, beam: int = 5,
         raise
     finally:
         if tabulated:
-            translator.model.tabulate_input_projections()
+            translator.model.prepare_for_translation()
     return out
 
 

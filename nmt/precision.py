@@ -7,9 +7,13 @@ The numbers are those of training's `mixed_bfloat16` policy, which keeps float32
 rounds them at every use; storing them rounded saves that cast at every decoding step (in
 the plain graph about a third of a batch-64 search's time: the whole embedding table, the
 GRU and output kernels, each step).
-"auto" picks bfloat16 only where the CPU lists AVX512-BF16 or AMX (Linux /proc/cpuinfo);
-elsewhere bfloat16 is emulated and float32 is faster. Imports no TensorFlow (the CLI checks
-`--dtype` before TensorFlow loads).
+"auto" (the command line's default) translates in float32 and hands searches of
+`compiled_search.BFLOAT16_GRAPH_HYPOTHESES` or more hypotheses (rows x beam) to a second
+model in bfloat16, built on first use, where the CPU lists AVX512-BF16 or AMX (Linux
+/proc/cpuinfo): float32 with XLA is the fastest for a few sentences, bfloat16 in oneDNN's
+graph for a batch (bench/bench_translate.py). Elsewhere bfloat16 is emulated and "auto" is
+float32 throughout. Imports no TensorFlow (the CLI checks `--dtype` before TensorFlow
+loads).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 
 DTYPES = ("float32", "bfloat16", "auto")
-DEFAULT_DTYPE = "float32"
+DEFAULT_DTYPE = "auto"  # of translate.py; Translator.load's is float32
+SERVE_DTYPE = "float32"  # of `translate.py serve`, whose batches mix clients' requests
 _POLICIES = {"float32": None, "bfloat16": "bfloat16"}
 
 
@@ -28,16 +33,12 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
-def resolve_dtype(dtype: str) -> str:
-    """"float32" or "bfloat16": `dtype` itself, or what "auto" means on this machine."""
+def search_dtypes(dtype: str) -> tuple[str, str | None]:
+    """What `dtype` means on this machine: the dtype of the translator's model, and that of
+    the second model its large searches run on (None: there is none, see above)."""
     if check_dtype(dtype) != "auto":
-        return dtype
-    return "bfloat16" if native_bfloat16() is True else "float32"
-
-
-def keras_policy(dtype: str) -> str | None:
-    """The Keras dtype policy to build an inference model under (None: the default)."""
-    return _POLICIES[resolve_dtype(dtype)]
+        return dtype, None
+    return "float32", "bfloat16" if native_bfloat16() is True else None
 
 
 def native_bfloat16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
@@ -51,7 +52,8 @@ def native_bfloat16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
 
 def build_inference_model(model_config, dtype: str):
     """The unbuilt-then-built model of `model_config` (`nmt.config.ModelConfig`) for
-    translating in `dtype`, its weights created (to be overwritten by `load_weights`).
+    translating in `dtype` ("float32" or "bfloat16"), its weights created (to be overwritten
+    by `load_weights`).
 
     In bfloat16 the recurrent kernels start from zeros instead of Keras's orthogonal
     initializer, which has no bfloat16 kernel (QR); they are loaded over anyway."""
@@ -60,9 +62,11 @@ def build_inference_model(model_config, dtype: str):
     from nmt.distribute import dtype_policy
     from nmt.model import make_model
 
-    with dtype_policy(keras_policy(dtype)):
+    if dtype not in _POLICIES:
+        raise ValueError(f"Unknown model dtype {dtype!r}. Expected one of {list(_POLICIES)}.")
+    with dtype_policy(_POLICIES[dtype]):
         model = make_model(model_config)
-        if resolve_dtype(dtype) == "bfloat16":
+        if dtype == "bfloat16":
             for layer in model._flatten_layers():
                 if isinstance(layer, (keras.layers.GRUCell, keras.layers.LSTMCell)):
                     layer.recurrent_initializer = keras.initializers.Zeros()

@@ -8,6 +8,7 @@ alignments, JSON and the web page).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -84,11 +85,14 @@ class Translator:
 
     def __init__(self, config: Config, model: TranslationModel,
                  source_tokenizer: SubwordTokenizer, target_tokenizer: SubwordTokenizer,
-                 name: str = "model", jit_compile: bool = True):
+                 name: str = "model", jit_compile: bool = True,
+                 large_search_model: Callable[[], TranslationModel] | None = None):
+        """`large_search_model`: makes the model that large searches run on (`--dtype auto`,
+        `nmt.compiled_search`); None: every search runs on `model`."""
         self.config, self.model, self.name = config, model, name
         self._heads: tf.types.experimental.GenericFunction | None = None  # attention_heads
         self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
-        self._search = CompiledSearch(model, jit_compile)
+        self._search = CompiledSearch(model, jit_compile, large_search_model)
         self._pool: ThreadPoolExecutor | None = None  # made by the first multi-batch call
 
     @classmethod
@@ -101,7 +105,7 @@ class Translator:
 
         `dtype` is the compute dtype of the search (`nmt.precision`): "float32", "bfloat16"
         (weights stored and matmuls run in bfloat16; softmax, attention weights and scores in
-        float32) or "auto".
+        float32) or "auto" (float32, and bfloat16 for large searches where the CPU has it).
         `jit_compile` compiles the search with XLA (`nmt.compiled_search`)."""
         run_dir = find_model(run_dir)
         if not run_dir.is_dir():
@@ -111,16 +115,13 @@ class Translator:
             raise CheckpointError(f"checkpoint {run_dir} is incomplete: {missing[0]} is missing")
         verify_checksums(run_dir, (*TOKENIZER_FILES, weights))
         config = Config.load(run_dir / CONFIG_FILE)
-        model = precision.build_inference_model(config.model, dtype)
-        try:
-            model.load_weights(run_dir / weights)
-        except (ValueError, OSError) as error:
-            raise CheckpointError(f"cannot load weights {run_dir / weights}: {error}") from error
-        if hasattr(model, "tabulate_input_projections"):  # a recurrent model
-            model.tabulate_input_projections()
+        model_dtype, large_search_dtype = precision.search_dtypes(dtype)
+        model = inference_model(config, run_dir / weights, model_dtype)
+        large_search_model = (None if large_search_dtype is None else functools.partial(
+            inference_model, config, run_dir / weights, large_search_dtype))
         return cls(config, model, SubwordTokenizer.load(run_dir / SOURCE_TOKENIZER_FILE),
                    SubwordTokenizer.load(run_dir / TARGET_TOKENIZER_FILE), name=run_dir.name,
-                   jit_compile=jit_compile)
+                   jit_compile=jit_compile, large_search_model=large_search_model)
 
     # ------------------------------------------------------------------------ search
     def search(self, source: tf.Tensor | np.ndarray, beam: int = 1, alpha: float = 0.0,
@@ -277,6 +278,18 @@ class Translator:
         """The pieces of source ids (or target ids with `target`)."""
         tokenizer = self.target_tokenizer if target else self.source_tokenizer
         return tokenizer.pieces_of([ids])[0]
+
+
+def inference_model(config: Config, weights: Path, dtype: str) -> TranslationModel:
+    """The model of `config` in `dtype` ("float32" or "bfloat16") with the `weights` file
+    loaded and its translation tables made (`TranslationModel.prepare_for_translation`)."""
+    model = precision.build_inference_model(config.model, dtype)
+    try:
+        model.load_weights(weights)
+    except (ValueError, OSError) as error:
+        raise CheckpointError(f"cannot load weights {weights}: {error}") from error
+    model.prepare_for_translation()
+    return model
 
 
 def padded(rows: Sequence[Sequence[int]]) -> np.ndarray:

@@ -112,7 +112,7 @@ def test_bench_translate_compares_old_and_new_code(tmp_path, tiny_run, multi30k_
                                  "--cold-repeats", "1", "--results-dir", str(tmp_path)])
     assert code == 0
     payload, table = read_results(tmp_path, "bench_translate")
-    for side in ("old", "new", bench_translate.AUTO):
+    for side in ("old", "new", bench_translate.FLOAT32):
         assert {(r["beam"], r["batch_size"]) for r in payload["runs"][side]} == {
             (1, 1), (1, 64), (5, 1), (5, 64)}
         for run in payload["runs"][side]:
@@ -122,10 +122,10 @@ def test_bench_translate_compares_old_and_new_code(tmp_path, tiny_run, multi30k_
         assert payload["cold_start_seconds"][side] > 0
         assert payload["parts"][side]["load the model"] > 0
     differ = payload["document"]["lines_that_differ"]
-    assert differ["new"] == 0  # float32: the same translations
-    assert 0 <= differ[bench_translate.AUTO] <= 20
+    assert differ[bench_translate.FLOAT32] == 0  # float32: the same translations
+    assert 0 <= differ["new"] <= 20
     assert payload["baseline"] == bench_translate.BASELINE
-    assert table.startswith("| measure | old | new | new / old | new, auto | auto / old | "
+    assert table.startswith("| measure | old | new | new / old | new, float32 | float32 / old | "
                             "floor | met by |")
     assert "| beam 5, batch 64 (sentences/s) |" in table and "| cold start, 1 sentence" in table
 

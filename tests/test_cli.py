@@ -203,7 +203,12 @@ def test_dtype_and_xla_options_are_offered_checked_and_used(capsys, tiny_run):
     with pytest.raises(SystemExit):
         translate.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--dtype {float32,bfloat16,auto}" in text and "(default: float32)" in text
+    assert "--dtype {float32,bfloat16,auto}" in text and "(default: auto)" in text
+    with pytest.raises(SystemExit):
+        translate.main(["serve", "--help"])
+    serve_help = " ".join(capsys.readouterr().out.split())
+    assert "--dtype {float32,bfloat16,auto}" in serve_help
+    assert "AMX (default: float32)" in serve_help  # a batch mixes clients: exact
     assert "--no-xla" in text
     with pytest.raises(SystemExit) as exit_info:
         translate.main(["--dtype", "float16", "Ein Hund."])

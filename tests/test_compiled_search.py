@@ -10,6 +10,7 @@ import tensorflow as tf
 from nmt import compiled_search, decoding, precision
 from nmt.compiled_search import CompiledSearch
 from nmt.data import read_lines
+from nmt.model import BFLOAT16_LOGIT_SHIFT
 from nmt.shipped import SHIPPED_DIR
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.translator import Translator
@@ -171,6 +172,45 @@ def test_bfloat16_stores_the_weights_in_bfloat16_and_scores_in_float32(translato
     assert result["scores"].dtype == np.float32 and result["weights"].dtype == np.float32
 
 
+def test_bfloat16_shifts_its_logits_towards_zero_where_rounding_is_finer(
+        translator, bfloat16_translator, sources):
+    """Seq2Seq.shift_output_logits: logits - BFLOAT16_LOGIT_SHIFT from one matmul, rounded to
+    bfloat16 near zero, so the two leading logits of real decoder steps (the ones a search
+    weighs) are nearer the exact product than the plain bfloat16 matmul's."""
+    assert translator.model._shifted_output is None  # float32 stays as it was
+    model = bfloat16_translator.model
+    table = model._shifted_output
+    assert table.dtype == tf.bfloat16 and table.shape == (model.config.tgt_vocab_size,
+                                                          model.config.embedding_dim + 1)
+    memory, state = model.encode(tf.constant(source_batch(translator, sources)))
+    tokens, features = tf.fill([len(sources)], BOS_ID), []
+    for _ in range(4):  # h~ of the first greedy steps: [sentences, embedding_dim] each
+        logits, state, _ = model.decode_step(tokens, state, memory)
+        tokens = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        features.append(state["feed"])
+    features = tf.concat(features, axis=0)  # bfloat16
+    embeddings = model.target_embedding.embeddings  # bfloat16, the tied output matrix
+    exact = tf.matmul(tf.cast(features, tf.float32), tf.cast(embeddings, tf.float32),
+                      transpose_b=True).numpy()
+    plain = tf.matmul(features, embeddings, transpose_b=True)
+    with_one = tf.concat([features, tf.ones_like(features[:, :1])], axis=-1)
+    shifted = tf.matmul(with_one, table, transpose_b=True)
+    np.testing.assert_allclose(table[:, -1].numpy().astype(np.float32), -BFLOAT16_LOGIT_SHIFT)
+    # decode_step's logits are the shifted ones
+    last_step = shifted[-len(sources):]
+    np.testing.assert_allclose(tf.cast(logits, tf.float32), tf.cast(last_step, tf.float32),
+                               atol=0.02)
+    leading = np.argsort(-exact, axis=-1)[:, :2]  # [steps x sentences, 2]
+
+    def leading_error(logits: tf.Tensor, offset: float = 0.0) -> float:
+        values = tf.cast(logits, tf.float32).numpy() + offset
+        return np.abs(np.take_along_axis(values - exact, leading, axis=-1)).mean()
+
+    assert np.median(exact.max(axis=-1)) > 6  # the plain matmul rounds in steps of 1/32+
+    # measured: 0.0026 against 0.0135 nats
+    assert leading_error(shifted, BFLOAT16_LOGIT_SHIFT) < 0.4 * leading_error(plain)
+
+
 @pytest.mark.parametrize("beam", [1, 5])
 def test_bfloat16_search_stays_within_the_documented_tolerance(translator, bfloat16_translator,
                                                                sources, beam):
@@ -210,8 +250,33 @@ def test_dtype_names_are_checked_and_auto_follows_the_cpu(monkeypatch, tmp_path)
     cpuinfo.write_text("flags\t\t: fpu avx2\n")
     assert precision.native_bfloat16(cpuinfo) is False
     assert precision.native_bfloat16(tmp_path / "missing") is None
-    for native, expected in ((True, "bfloat16"), (False, "float32"), (None, "float32")):
+    for native, large in ((True, "bfloat16"), (False, None), (None, None)):
         monkeypatch.setattr(precision, "native_bfloat16", lambda native=native: native)
-        assert precision.resolve_dtype("auto") == expected
-        assert precision.resolve_dtype("float32") == "float32"
-    assert precision.keras_policy("bfloat16") == "bfloat16"
+        assert precision.search_dtypes("auto") == ("float32", large)
+        assert precision.search_dtypes("float32") == ("float32", None)
+        assert precision.search_dtypes("bfloat16") == ("bfloat16", None)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_hands_large_searches_to_a_bfloat16_model_where_the_cpu_has_it(
+        monkeypatch, translator, bfloat16_translator, sources, native):
+    """--dtype auto: float32 (XLA) below BFLOAT16_GRAPH_HYPOTHESES, and from there on the
+    same search as a bfloat16 translator's, on a bfloat16 model made at the first one."""
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: native)
+    auto = Translator.load(MODEL, dtype="auto")
+    assert auto.model.compute_dtype == "float32" and auto._search._large_search is None
+    source = source_batch(translator, sources[:13])
+    small = auto.search(source[:3], beam=5, alpha=1.0, batch_size=64)  # 4 x 5 padded rows
+    np.testing.assert_array_equal(small["tokens"],
+                                  translator.search(source[:3], beam=5, alpha=1.0)["tokens"])
+    assert auto._search._large_search is None
+    large = auto.search(source, beam=5, alpha=1.0, batch_size=64)  # 16 x 5
+    reference = (bfloat16_translator if native else translator).search(source, beam=5,
+                                                                       alpha=1.0)
+    for key in ("tokens", "scores", "lengths"):
+        np.testing.assert_array_equal(large[key], reference[key])
+    if native:
+        assert auto._search._large_search.model.compute_dtype == "bfloat16"
+        assert list(auto._search._large_search._functions) == [(5, 2.0, False)]
+    else:
+        assert auto._search._large_search is None

@@ -107,7 +107,8 @@ def test_tabulated_input_projections_give_the_keras_cells_step(overrides):
     steps.append(model.decode_step(target_in[:, 0], state, memory))
     for keras_cell, table in zip(*(tf.nest.flatten(step) for step in steps), strict=True):
         np.testing.assert_allclose(table.numpy(), keras_cell.numpy(), atol=1e-6)
-    assert model.forget_input_projections() and model._input_projections is None
+    assert model.forget_translation_tables() == ["input projections"]
+    assert model._input_projections is None
 
 
 @pytest.mark.parametrize("overrides", [{"input_feeding": True}, {"cell": "lstm"}],

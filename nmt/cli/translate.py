@@ -29,7 +29,7 @@ from typing import NoReturn
 from nmt.alignment import sentence_alignment, to_pharaoh
 from nmt.cli import ArgumentParser, exit_at_once
 from nmt.config import DEFAULT_LENGTH_PENALTY, check_search_options
-from nmt.precision import DEFAULT_DTYPE, DTYPES
+from nmt.precision import DEFAULT_DTYPE, DTYPES, SERVE_DTYPE
 from nmt.quiet import load_tensorflow
 from nmt.rundir import CONFIG_FILE
 from nmt.sentences import join_sentences, translate_lines
@@ -98,14 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_speed_options(group) -> None:
-    """--dtype and --no-xla, for translating and for serving."""
-    group.add_argument("--dtype", default=DEFAULT_DTYPE, choices=DTYPES,
-                       help="compute dtype of the search: bfloat16 stores the weights and "
-                            "runs the matmuls in bfloat16 (softmax and scores stay float32), "
-                            "about 1.4x faster at batch 64 where the CPU has it; 6-8%% of "
-                            "translations change, see README; auto picks bfloat16 only on "
-                            "a CPU with AVX512-BF16 or AMX")
+def add_speed_options(group, dtype: str = DEFAULT_DTYPE) -> None:
+    """--dtype (default `dtype`) and --no-xla, for translating and for serving."""
+    group.add_argument("--dtype", default=dtype, choices=DTYPES,
+                       help="compute dtype of the search. float32: exact, and each "
+                            "sentence's translation independent of its batch. bfloat16: "
+                            "weights and matmuls in bfloat16 (softmax and scores stay "
+                            "float32), about 1.4x faster at batch 64 where the CPU has it, "
+                            "slower for one sentence; 3-5%% of translations change, see "
+                            "README. auto: float32, and bfloat16 for searches of 64 or more "
+                            "hypotheses (sentences x beam) on a CPU with AVX512-BF16 or AMX")
     group.add_argument("--no-xla", dest="xla", action="store_false",
                        help="run the search as a plain TensorFlow graph instead of compiling "
                             "it with XLA (slower; for comparison)")
@@ -137,7 +139,8 @@ def build_serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes)
     parser.add_argument("--beam", type=int, default=limits.default_beam,
                         help="beam size when a request gives none")
-    add_speed_options(parser)
+    # float32: an answer must not depend on which other requests shared its batch
+    add_speed_options(parser, dtype=SERVE_DTYPE)
     guard = parser.add_argument_group("reliability (see README: Reliability of serve)")
     guard.add_argument("--max-work", type=int, default=limits.max_work,
                        help="most source tokens x beam per request (over it: 413)")
