@@ -248,10 +248,10 @@ class Seq2Seq(TranslationModel):
         return True
 
     def shift_output_logits(self) -> bool:
-        """For translating in bfloat16: an output matrix with one more column, [W, b - s]
-        [tgt_vocab, feed_dim + 1] (W the tied embeddings or the output kernel), so that
-        `_output` computes logits - s inside the matmul, whose float32 accumulator rounds to
-        bfloat16 only at the end. Rounding is relative: a logit near 11 is off by up to
+        """For translating in bfloat16: an output matrix with two more columns, [W, b, -s]
+        [tgt_vocab, feed_dim + 2] (W the tied embeddings or the output kernel, b its bias or
+        zeros), so that `_output` computes logits - s inside the matmul, whose float32
+        accumulator rounds to bfloat16 only at the end. Rounding is relative: a logit near 11 is off by up to
         0.03, one near 0 by far less, and the few near the row's maximum are the ones a
         search compares. s = `BFLOAT16_LOGIT_SHIFT`; the same shift for every token of a
         row leaves log-softmax, and so every search score, as it was. Only in bfloat16 (a
@@ -265,10 +265,10 @@ class Seq2Seq(TranslationModel):
             else:
                 weights = tf.transpose(self.output_layer.kernel)
                 bias = self.output_layer.bias
-            shifted_bias = tf.cast(bias, tf.float32) - BFLOAT16_LOGIT_SHIFT
-            self._shifted_output = tf.concat(
-                [tf.cast(weights, tf.bfloat16), tf.cast(shifted_bias, tf.bfloat16)[:, None]],
-                axis=-1)
+            shift = tf.fill([self.config.tgt_vocab_size, 1], -BFLOAT16_LOGIT_SHIFT)
+            self._shifted_output = tf.concat(  # b and -s apart: each is exact in bfloat16
+                [tf.cast(weights, tf.bfloat16), tf.cast(bias, tf.bfloat16)[:, None],
+                 tf.cast(shift, tf.bfloat16)], axis=-1)
         return True
 
     def _tabulated_gru_step(self, tokens, hidden) -> tuple[tf.Tensor, list]:
@@ -351,8 +351,9 @@ class Seq2Seq(TranslationModel):
         attentional = self.combine(tf.concat([hidden, context], axis=-1))
         features = self.dropout(attentional, training=training)
         if self._shifted_output is not None and not training:  # logits - s
-            with_one = tf.concat([features, tf.ones_like(features[..., :1])], axis=-1)
-            logits = tf.matmul(with_one, self._shifted_output, transpose_b=True)
+            ones = tf.ones_like(features[..., :2])
+            logits = tf.matmul(tf.concat([features, ones], axis=-1), self._shifted_output,
+                               transpose_b=True)
         elif self.config.tie_embeddings:
             embeddings = tf.cast(self.target_embedding.embeddings, features.dtype)
             logits = tf.matmul(features, embeddings, transpose_b=True)

@@ -7,13 +7,16 @@ The numbers are those of training's `mixed_bfloat16` policy, which keeps float32
 rounds them at every use; storing them rounded saves that cast at every decoding step (in
 the plain graph about a third of a batch-64 search's time: the whole embedding table, the
 GRU and output kernels, each step).
-"auto" (the command line's default) translates in float32 and hands searches of
-`compiled_search.BFLOAT16_GRAPH_HYPOTHESES` or more hypotheses (rows x beam) to a second
-model in bfloat16, built on first use, where the CPU lists AVX512-BF16 or AMX (Linux
-/proc/cpuinfo): float32 with XLA is the fastest for a few sentences, bfloat16 in oneDNN's
-graph for a batch (bench/bench_translate.py). Elsewhere bfloat16 is emulated and "auto" is
-float32 throughout. Imports no TensorFlow (the CLI checks `--dtype` before TensorFlow
-loads).
+The output layer of a bfloat16 recurrent model computes its logits less a constant
+(`nmt.model.BFLOAT16_LOGIT_SHIFT`), where bfloat16 rounds more finely.
+
+"auto" (translate.py's default; `serve` and `Translator.load` default to float32)
+translates in float32 and hands searches of `compiled_search.BFLOAT16_GRAPH_HYPOTHESES` or
+more hypotheses (rows x beam) to a second model in bfloat16, built on first use, where the
+CPU lists AVX512-BF16 or AMX (Linux /proc/cpuinfo): float32 with XLA is the fastest for a
+few sentences, bfloat16 in oneDNN's graph for a batch (bench/bench_translate.py).
+Elsewhere bfloat16 is emulated and "auto" is float32 throughout. Imports no TensorFlow (the
+CLI checks `--dtype` before TensorFlow loads).
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ def test_bfloat16_shifts_its_logits_towards_zero_where_rounding_is_finer(
     model = bfloat16_translator.model
     table = model._shifted_output
     assert table.dtype == tf.bfloat16 and table.shape == (model.config.tgt_vocab_size,
-                                                          model.config.embedding_dim + 1)
+                                                          model.config.embedding_dim + 2)
     memory, state = model.encode(tf.constant(source_batch(translator, sources)))
     tokens, features = tf.fill([len(sources)], BOS_ID), []
     for _ in range(4):  # h~ of the first greedy steps: [sentences, embedding_dim] each
@@ -193,9 +193,10 @@ def test_bfloat16_shifts_its_logits_towards_zero_where_rounding_is_finer(
     exact = tf.matmul(tf.cast(features, tf.float32), tf.cast(embeddings, tf.float32),
                       transpose_b=True).numpy()
     plain = tf.matmul(features, embeddings, transpose_b=True)
-    with_one = tf.concat([features, tf.ones_like(features[:, :1])], axis=-1)
-    shifted = tf.matmul(with_one, table, transpose_b=True)
-    np.testing.assert_allclose(table[:, -1].numpy().astype(np.float32), -BFLOAT16_LOGIT_SHIFT)
+    with_ones = tf.concat([features, tf.ones_like(features[:, :2])], axis=-1)
+    shifted = tf.matmul(with_ones, table, transpose_b=True)
+    np.testing.assert_array_equal(table[:, -2:].numpy().astype(np.float32),
+                                  [[0.0, -BFLOAT16_LOGIT_SHIFT]] * len(table))  # tied: no bias
     # decode_step's logits are the shifted ones
     last_step = shifted[-len(sources):]
     np.testing.assert_allclose(tf.cast(logits, tf.float32), tf.cast(last_step, tf.float32),

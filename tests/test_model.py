@@ -12,10 +12,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from nmt import precision
 from nmt.config import Config, DataConfig, ModelConfig, TrainConfig
 from nmt.errors import ConfigError
 from nmt.losses import token_losses
-from nmt.model import BOS_ID, EOS_ID, PAD_ID, Seq2Seq, build_model, word_dropout_layer
+from nmt.model import (
+    BFLOAT16_LOGIT_SHIFT,
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    Seq2Seq,
+    build_model,
+    word_dropout_layer,
+)
 from tests.helpers import step_through
 
 ALL_SCORES = ("dot", "scaled_dot", "general", "cosine", "additive")
@@ -116,6 +125,23 @@ def test_tabulated_input_projections_give_the_keras_cells_step(overrides):
 def test_no_table_where_the_first_layer_reads_more_than_the_embedding(overrides):
     model = small_model(**overrides)
     assert not model.tabulate_input_projections() and model._input_projections is None
+
+
+@pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": True}],
+                         ids=["output-layer", "tied"])
+def test_shifted_bfloat16_logits_are_the_plain_ones_less_the_shift(overrides):
+    """Seq2Seq.shift_output_logits, with the output layer's bias or the tied embeddings."""
+    full = small_model(**overrides)
+    assert not full.shift_output_logits()  # float32 stays as it is
+    half = precision.build_inference_model(full.config, "bfloat16")
+    half.set_weights(full.get_weights())
+    source, target_in = toy_batch()
+    plain = tf.cast(half((source, target_in))[0], tf.float32).numpy()
+    assert half.shift_output_logits()
+    shifted = tf.cast(half((source, target_in))[0], tf.float32).numpy()
+    # bfloat16 rounds a value near -11 to steps of 1/16
+    np.testing.assert_allclose(shifted + BFLOAT16_LOGIT_SHIFT, plain, atol=2 ** -5)
+    assert half.forget_translation_tables() == ["shifted output"]
 
 
 def test_encode_and_decode_step_shapes():
