@@ -71,8 +71,29 @@ def flops_per_target_token(model_config, source_per_target: float, source_length
 
 def measure(config, data, jit: bool, mixed: bool, steps: int) -> dict:
     """Warm up every bucket shape, then time `steps` training steps."""
-    import keras
     import numpy as np
+
+    step, timed, facts = warmed_up_step(config, data, jit, mixed, steps)
+    tokens = sum(int(np.count_nonzero(b[1])) for b in timed)
+    sentences = sum(int(b[1].shape[0]) for b in timed)
+    start = time.perf_counter()
+    for batch in timed:
+        logs = step(iter([batch]))
+    float(logs["loss"])
+    seconds = time.perf_counter() - start
+    return {"jit_compile": jit, "precision": facts["precision"], "steps": len(timed),
+            "seconds": seconds,
+            "target_tokens_per_second": tokens / seconds,
+            "sentences_per_second": sentences / seconds,
+            "warm_up_seconds": facts["warm_up_seconds"],
+            "compiled_shapes": facts["compiled_shapes"]}
+
+
+def warmed_up_step(config, data, jit: bool, mixed: bool, steps: int) -> tuple:
+    """The training step of `config` (as train.py builds it, with `jit` and `mixed`
+    precision), run once on every bucket shape; returns it, `steps` real batches to time it
+    on, and {"precision", "warm_up_seconds", "compiled_shapes"}."""
+    import keras
     import tensorflow as tf
 
     from nmt.distribute import dtype_policy, mixed_policy
@@ -106,22 +127,10 @@ def measure(config, data, jit: bool, mixed: bool, steps: int) -> dict:
         if (size, length) not in seen:
             dummy = tf.ones([size, length], tf.int32)
             step(iter([((dummy, dummy), dummy)]))
-    warm_up = time.perf_counter() - warm_start
-    timed = batches[:steps]
-    tokens = sum(int(np.count_nonzero(b[1])) for b in timed)
-    sentences = sum(int(b[1].shape[0]) for b in timed)
-    start = time.perf_counter()
-    for batch in timed:
-        logs = step(iter([batch]))
-    float(logs["loss"])
-    seconds = time.perf_counter() - start
-    return {"jit_compile": jit, "precision": policy or "float32", "steps": len(timed),
-            "seconds": seconds,
-            "target_tokens_per_second": tokens / seconds,
-            "sentences_per_second": sentences / seconds, "warm_up_seconds": warm_up,
-            "compiled_shapes": len(seen | {(s, n) for n, s in zip(buckets.lengths,
-                                                                  buckets.batch_sizes,
-                                                                  strict=True)})}
+    shapes = seen | {(s, n) for n, s in zip(buckets.lengths, buckets.batch_sizes, strict=True)}
+    return step, batches[:steps], {"precision": policy or "float32",
+                                   "warm_up_seconds": time.perf_counter() - warm_start,
+                                   "compiled_shapes": len(shapes)}
 
 
 def main(argv: list[str] | None = None) -> int:

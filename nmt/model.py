@@ -251,11 +251,11 @@ class Seq2Seq(TranslationModel):
         """For translating in bfloat16: an output matrix with two more columns, [W, b, -s]
         [tgt_vocab, feed_dim + 2] (W the tied embeddings or the output kernel, b its bias or
         zeros), so that `_output` computes logits - s inside the matmul, whose float32
-        accumulator rounds to bfloat16 only at the end. Rounding is relative: a logit near 11 is off by up to
-        0.03, one near 0 by far less, and the few near the row's maximum are the ones a
-        search compares. s = `BFLOAT16_LOGIT_SHIFT`; the same shift for every token of a
-        row leaves log-softmax, and so every search score, as it was. Only in bfloat16 (a
-        float32 search stays bit for bit); returns whether the matrix was made."""
+        accumulator rounds to bfloat16 only at the end. Rounding is relative: a logit near
+        11 is off by up to 0.03, one near 0 by far less, and the few near the row's maximum
+        are the ones a search compares. s = `BFLOAT16_LOGIT_SHIFT`; the same shift for every
+        token of a row leaves log-softmax, and so every search score, as it was. Only in
+        bfloat16 (a float32 search stays bit for bit); returns whether the matrix was made."""
         if self.compute_dtype != "bfloat16" or not self.built:
             return False
         with tf.init_scope():

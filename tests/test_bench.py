@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from bench import bench_quality, bench_serve, bench_train, bench_translate
+from bench import bench_quality, bench_serve, bench_train, bench_translate, profile_train
 from tests.helpers import REPO
 
 TATOEBA = REPO.parent / "shared" / "corpora" / "tatoeba-deu-eng"
@@ -35,6 +35,43 @@ def test_bench_train_tiny_writes_json_and_markdown(tmp_path, multi30k_dir):
     assert payload["flops_per_target_token"] > 0 and payload["machine"]["cores"] >= 1
     assert table.startswith("| XLA | precision | target tokens/s")
     assert "| off | float32 |" in table and f"| off | {mixed['precision']} |" in table
+
+
+def test_profile_train_splits_a_real_steps_op_time_by_kind(tmp_path, multi30k_dir):
+    code = profile_train.main(["--tiny", "--steps", "3", "--data-dir", str(multi30k_dir),
+                               "--results-dir", str(tmp_path)])
+    assert code == 0
+    payload, table = read_results(tmp_path, "profile_train")
+    kinds = payload["kinds"]
+    assert payload["steps"] == 3 and payload["wall_ms_per_step"] > 0
+    # a GRU step multiplies and steps through time
+    assert {"matmul", "loops, calls and the executor"} <= set(kinds)
+    assert kinds["matmul"]["ops"] > 0 and "MatMul" in " ".join(kinds["matmul"]["top_types"])
+    assert sum(entry["share"] for entry in kinds.values()) == pytest.approx(1.0)
+    assert sum(entry["ms_per_step"] for entry in kinds.values()) == pytest.approx(
+        payload["op_ms_per_step"])
+    assert table.startswith("| kind of op | ms per step (both cores) | share of op time |")
+
+
+def test_nested_events_give_their_time_to_the_event_they_run_in():
+    # a loop of 10 from 0 running two ops (2 and 3 long), then an op of its own
+    events = [(0, 10, "While"), (1, 2, "MatMul"), (4, 3, "Tanh"), (10, 5, "Cast")]
+    assert profile_train.exclusive_times(events) == [("While", 5), ("MatMul", 2),
+                                                      ("Tanh", 3), ("Cast", 5)]
+    nested = [(0, 10, "Process"), (0, 8, "While"), (2, 2, "MatMul")]
+    assert profile_train.exclusive_times(nested) == [("Process", 2), ("While", 6),
+                                                      ("MatMul", 2)]
+    outlasting = [(0, 4, "Process"), (3, 5, "Send")]  # only 1 of its 5 inside the parent
+    assert profile_train.exclusive_times(outlasting) == [("Process", 3), ("Send", 5)]
+
+
+def test_kinds_of_ops():
+    assert profile_train.kind_of("MatMul") == "matmul"
+    assert profile_train.kind_of("_MklFusedMatMul") == "matmul"
+    assert profile_train.kind_of("Cast") == "cast (mixed precision)"
+    assert profile_train.kind_of("TensorListSetItem") == "tensor arrays (per-step outputs)"
+    assert profile_train.kind_of("While") == "loops, calls and the executor"
+    assert profile_train.kind_of("SomethingNew") == "other"
 
 
 def test_bench_train_rejects_unknown_settings(tmp_path):
