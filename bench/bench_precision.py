@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS, write_results  # noqa: E402
 
-MODELS = ("multi30k-de-en", "de-en", "en-de")
+MODELS = ("multi30k-de-en", "de-en", "en-de", "multi30k-de-en-transformer")  # every shipped one
 REFERENCE = ("float32", False, 64)  # (dtype, XLA, batch size)
 VARIANTS = {"float32-xla": ("float32", True, 64), "bfloat16": ("bfloat16", True, 64),
             "bfloat16-batch-1": ("bfloat16", True, 1), "bfloat16-no-xla": ("bfloat16", False, 64)}
