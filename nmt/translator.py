@@ -118,7 +118,7 @@ class Translator:
         model_dtype, large_search_dtype = precision.search_dtypes(dtype)
         model = inference_model(config, run_dir / weights, model_dtype)
         large_search_model = (None if large_search_dtype is None else functools.partial(
-            inference_model, config, run_dir / weights, large_search_dtype))
+            converted_model, model, large_search_dtype))
         return cls(config, model, SubwordTokenizer.load(run_dir / SOURCE_TOKENIZER_FILE),
                    SubwordTokenizer.load(run_dir / TARGET_TOKENIZER_FILE), name=run_dir.name,
                    jit_compile=jit_compile, large_search_model=large_search_model)
@@ -290,6 +290,15 @@ def inference_model(config: Config, weights: Path, dtype: str) -> TranslationMod
         raise CheckpointError(f"cannot load weights {weights}: {error}") from error
     model.prepare_for_translation()
     return model
+
+
+def converted_model(model: TranslationModel, dtype: str) -> TranslationModel:
+    """A copy of `model` in `dtype`, its weights cast from `model`'s in memory (the file was
+    read and checked once, at load) and its translation tables made."""
+    copy = precision.build_inference_model(model.config, dtype)
+    copy.set_weights(model.get_weights())
+    copy.prepare_for_translation()
+    return copy
 
 
 def padded(rows: Sequence[Sequence[int]]) -> np.ndarray:
